@@ -1,0 +1,1 @@
+//! jemalloc as the global allocator. TODO: being written.

@@ -1,0 +1,1 @@
+//! The warn-only detector. TODO: being written.

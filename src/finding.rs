@@ -1,0 +1,139 @@
+//! Rule ids, severities and findings (SPEC §2). Rule ids are a stable contract.
+
+use std::fmt;
+
+/// Whether a finding blocks a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// The record is not formatted; its fallback line is written instead.
+    Reject,
+    /// Explains; never blocks.
+    Warn,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Reject => "reject",
+            Severity::Warn => "warn",
+        }
+    }
+}
+
+/// Every rule id of SPEC §2. The reject rules are declared in precedence order: when
+/// several apply to one record, the first one wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    BodyTooLarge,
+    JsonTooDeep,
+    AttributeAccess,
+    TooManyFields,
+    WidthTooLarge,
+    PrecisionTooLarge,
+    OutputTooLarge,
+    FormatError,
+    AllocBudget,
+    Timeout,
+    Crash,
+    DeliveryLimit,
+    ControlChars,
+    BidiControl,
+    LookupSyntax,
+    InvalidUtf8,
+    FormatLikeText,
+}
+
+impl Rule {
+    /// Every rule, in declaration order.
+    pub const ALL: [Rule; 17] = [
+        Rule::BodyTooLarge,
+        Rule::JsonTooDeep,
+        Rule::AttributeAccess,
+        Rule::TooManyFields,
+        Rule::WidthTooLarge,
+        Rule::PrecisionTooLarge,
+        Rule::OutputTooLarge,
+        Rule::FormatError,
+        Rule::AllocBudget,
+        Rule::Timeout,
+        Rule::Crash,
+        Rule::DeliveryLimit,
+        Rule::ControlChars,
+        Rule::BidiControl,
+        Rule::LookupSyntax,
+        Rule::InvalidUtf8,
+        Rule::FormatLikeText,
+    ];
+
+    /// The stable kebab-case id.
+    pub fn id(self) -> &'static str {
+        match self {
+            Rule::BodyTooLarge => "body-too-large",
+            Rule::JsonTooDeep => "json-too-deep",
+            Rule::AttributeAccess => "attribute-access",
+            Rule::TooManyFields => "too-many-fields",
+            Rule::WidthTooLarge => "width-too-large",
+            Rule::PrecisionTooLarge => "precision-too-large",
+            Rule::OutputTooLarge => "output-too-large",
+            Rule::FormatError => "format-error",
+            Rule::AllocBudget => "alloc-budget",
+            Rule::Timeout => "timeout",
+            Rule::Crash => "crash",
+            Rule::DeliveryLimit => "delivery-limit",
+            Rule::ControlChars => "control-chars",
+            Rule::BidiControl => "bidi-control",
+            Rule::LookupSyntax => "lookup-syntax",
+            Rule::InvalidUtf8 => "invalid-utf8",
+            Rule::FormatLikeText => "format-like-text",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.id() == id)
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Rule::ControlChars
+            | Rule::BidiControl
+            | Rule::LookupSyntax
+            | Rule::InvalidUtf8
+            | Rule::FormatLikeText => Severity::Warn,
+            _ => Severity::Reject,
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// One thing found about a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: Rule,
+    /// Byte offset into `msg` where the finding starts; `None` when it is elsewhere.
+    pub offset: Option<usize>,
+    /// Human explanation: for `format-error`, CPython's `Type: message`.
+    pub detail: String,
+}
+
+impl Finding {
+    pub fn new(rule: Rule, offset: Option<usize>, detail: impl Into<String>) -> Self {
+        Finding { rule, offset, detail: detail.into() }
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.rule.severity()
+    }
+}
+
+/// Sorts findings as SPEC §1 lists them: by offset (nulls last), then rule id.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        let key = |f: &Finding| (f.offset.is_none(), f.offset.unwrap_or(0));
+        key(a).cmp(&key(b)).then_with(|| a.rule.id().cmp(b.rule.id()))
+    });
+}

@@ -1,0 +1,272 @@
+//! The bounded formatter: CPython's `msg % args`, `msg.format(...)` and
+//! `string.Template(msg).substitute(args)`, pure and synchronous.
+//!
+//! Every template is parsed into specs first; the limits (field count, widths,
+//! precisions, output size) are checked from the specs and the args before any output is
+//! allocated, and the output is written into one [`Buf`] whose growth is capped at
+//! `max_output_bytes`, so an over-long result is an ordinary error, never an allocation.
+//!
+//! Precedence (SPEC §1 "Fine points"): a record carries at most one reject. The limits win
+//! over CPython's own errors, so a renderer that meets a CPython error keeps checking the
+//! rest of the template for limit violations and reports the error only if none fires.
+
+pub mod brace;
+pub mod dollar;
+pub mod number;
+pub mod percent;
+
+use indexmap::IndexMap;
+
+use crate::config::Limits;
+use crate::finding::{Finding, Rule};
+use crate::value::Value;
+
+/// How `msg` is rendered with `args`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Style {
+    /// `msg % args`
+    Percent,
+    /// `msg.format(*args)` / `msg.format(**args)`
+    Brace,
+    /// `string.Template(msg).substitute(args)`
+    Dollar,
+}
+
+impl Style {
+    /// `"%"`, `"{"` or `"$"`; anything else is not a style.
+    pub fn from_field(s: &str) -> Option<Style> {
+        match s {
+            "%" => Some(Style::Percent),
+            "{" => Some(Style::Brace),
+            "$" => Some(Style::Dollar),
+            _ => None,
+        }
+    }
+}
+
+/// A record's args as Python sees them. Empty `[]`/`{}` and `null` never get here: a
+/// record without args is verbatim.
+#[derive(Clone, Copy, Debug)]
+pub enum Args<'a> {
+    /// A JSON array: a tuple (`msg % tuple(args)`, `msg.format(*args)`, and for `$` a list).
+    Tuple(&'a [Value]),
+    /// A JSON object: a dict (`msg % args`, `msg.format(**args)`, `substitute(args)`).
+    Mapping(&'a IndexMap<String, Value>),
+    /// Any other JSON value: `msg % 5`, `msg.format(5)`, `substitute(5)`.
+    Scalar(&'a Value),
+}
+
+/// Why a template was not rendered. At most one per record; variants are in precedence
+/// order (SPEC §1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// `{0.attr}`: attribute access, the classic format-string attack.
+    AttributeAccess { offset: usize },
+    /// More specifiers / replacement fields than `--max-fields`.
+    TooManyFields { count: usize, limit: usize },
+    /// A width (literal, `*` arg or nested field) over `--max-width`. Values that do not fit
+    /// in a u64 saturate at `u64::MAX`. `offset` is the byte offset of the spec in `msg`.
+    WidthTooLarge { offset: usize, width: u64, limit: u64 },
+    /// A precision over `--max-precision`.
+    PrecisionTooLarge { offset: usize, precision: u64, limit: u64 },
+    /// The rendered message would be longer than `--max-output-bytes`. `at_least` is a lower
+    /// bound of the size it would have had.
+    OutputTooLarge { at_least: usize, limit: usize },
+    /// CPython would raise: `exception` is the type (`TypeError`), `message` its text.
+    /// `offset` is the byte offset in `msg` when it names a place.
+    FormatError { exception: &'static str, message: String, offset: Option<usize> },
+}
+
+impl Reject {
+    pub fn format_error(exception: &'static str, message: impl Into<String>) -> Reject {
+        Reject::FormatError { exception, message: message.into(), offset: None }
+    }
+
+    pub fn rule(&self) -> Rule {
+        match self {
+            Reject::AttributeAccess { .. } => Rule::AttributeAccess,
+            Reject::TooManyFields { .. } => Rule::TooManyFields,
+            Reject::WidthTooLarge { .. } => Rule::WidthTooLarge,
+            Reject::PrecisionTooLarge { .. } => Rule::PrecisionTooLarge,
+            Reject::OutputTooLarge { .. } => Rule::OutputTooLarge,
+            Reject::FormatError { .. } => Rule::FormatError,
+        }
+    }
+
+    /// Where in `msg` the problem is, if it is in `msg`.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            Reject::AttributeAccess { offset } => Some(*offset),
+            Reject::WidthTooLarge { offset, .. } | Reject::PrecisionTooLarge { offset, .. } => {
+                Some(*offset)
+            }
+            Reject::FormatError { offset, .. } => *offset,
+            Reject::TooManyFields { .. } | Reject::OutputTooLarge { .. } => None,
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Reject::AttributeAccess { .. } => {
+                "attribute access in a replacement field is refused".to_string()
+            }
+            Reject::TooManyFields { count, limit } => {
+                format!("{count} fields > limit {limit}")
+            }
+            Reject::WidthTooLarge { width, limit, .. } => {
+                format!("width {width} > limit {limit}{}", would_allocate(*width))
+            }
+            Reject::PrecisionTooLarge { precision, limit, .. } => {
+                format!("precision {precision} > limit {limit}{}", would_allocate(*precision))
+            }
+            Reject::OutputTooLarge { at_least, limit } => {
+                format!("output of at least {at_least} bytes > limit {limit}")
+            }
+            Reject::FormatError { exception, message, .. } => format!("{exception}: {message}"),
+        }
+    }
+
+    pub fn to_finding(&self) -> Finding {
+        Finding::new(self.rule(), self.offset(), self.detail())
+    }
+}
+
+/// " (would allocate ~2.2 GiB)" for sizes worth a word, else "".
+fn would_allocate(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return String::new();
+    }
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!(" (would allocate ~{v:.1} {})", UNITS[unit])
+}
+
+/// Where rendered text goes: a counter (to measure) or a bounded buffer (to render).
+/// Pushing past the bound is an ordinary error, never an allocation.
+pub trait Out {
+    fn push_str(&mut self, s: &str) -> Result<(), Reject>;
+
+    fn push_char(&mut self, c: char) -> Result<(), Reject> {
+        let mut b = [0u8; 4];
+        self.push_str(c.encode_utf8(&mut b))
+    }
+
+    /// `n` copies of `c` (padding), checked against the bound before it is written.
+    fn push_repeat(&mut self, c: char, n: usize) -> Result<(), Reject> {
+        for _ in 0..n {
+            self.push_char(c)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The output buffer: grows only up to `limit` bytes; beyond that, `OutputTooLarge`.
+#[derive(Debug)]
+pub struct Buf {
+    s: String,
+    limit: usize,
+}
+
+impl Buf {
+    /// A buffer that will never hold more than `limit` bytes. `capacity_hint` is clamped to
+    /// the limit.
+    pub fn new(limit: usize, capacity_hint: usize) -> Buf {
+        Buf { s: String::with_capacity(capacity_hint.min(limit)), limit }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.s
+    }
+
+    pub fn into_string(self) -> String {
+        self.s
+    }
+
+    fn too_large(&self, extra: usize) -> Reject {
+        Reject::OutputTooLarge { at_least: self.s.len().saturating_add(extra), limit: self.limit }
+    }
+}
+
+impl Out for Buf {
+    #[inline]
+    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
+        if self.s.len() + s.len() > self.limit {
+            return Err(self.too_large(s.len()));
+        }
+        self.s.push_str(s);
+        Ok(())
+    }
+
+    fn push_repeat(&mut self, c: char, n: usize) -> Result<(), Reject> {
+        let bytes = c.len_utf8().saturating_mul(n);
+        if self.s.len().saturating_add(bytes) > self.limit {
+            return Err(self.too_large(bytes));
+        }
+        self.s.extend(std::iter::repeat_n(c, n));
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.s.len()
+    }
+}
+
+/// Counts what would be written, up to `limit` (then `OutputTooLarge`), writing nothing.
+#[derive(Debug)]
+pub struct Counter {
+    n: usize,
+    limit: usize,
+}
+
+impl Counter {
+    pub fn new(limit: usize) -> Counter {
+        Counter { n: 0, limit }
+    }
+}
+
+impl Out for Counter {
+    #[inline]
+    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
+        self.push_bytes(s.len())
+    }
+
+    fn push_repeat(&mut self, c: char, n: usize) -> Result<(), Reject> {
+        self.push_bytes(c.len_utf8().saturating_mul(n))
+    }
+
+    fn len(&self) -> usize {
+        self.n
+    }
+}
+
+impl Counter {
+    fn push_bytes(&mut self, bytes: usize) -> Result<(), Reject> {
+        let n = self.n.saturating_add(bytes);
+        if n > self.limit {
+            return Err(Reject::OutputTooLarge { at_least: n, limit: self.limit });
+        }
+        self.n = n;
+        Ok(())
+    }
+}
+
+/// Renders `msg` with `args` in `style`, within `limits`.
+pub fn render(msg: &str, args: Args<'_>, style: Style, limits: &Limits) -> Result<String, Reject> {
+    match style {
+        Style::Percent => percent::render(msg, args, limits),
+        Style::Brace => brace::render(msg, args, limits),
+        Style::Dollar => dollar::render(msg, args, limits),
+    }
+}

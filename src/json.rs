@@ -1,0 +1,2 @@
+//! A bounded JSON decoder producing Python values exactly as `json.loads` would.
+//! TODO: being written.

@@ -1,0 +1,28 @@
+//! logfence: a memory-capped log-formatting sidecar for RabbitMQ consumers.
+//!
+//! # Layout
+//!
+//! - [`config`]: the limits (SPEC §2), each named, typed and documented with its default.
+//! - [`finding`]: rule ids, severities and findings: the vocabulary of every verdict.
+//! - [`value`]: the Python value model (int of any size, float, str, list, dict) and
+//!   CPython's `str()` / `repr()` / `ascii()` of each.
+//! - [`json`]: a bounded JSON decoder that yields Python values exactly as `json.loads`.
+//! - [`record`]: the log record (SPEC §1): structured or plain text.
+//! - [`format`]: the bounded formatter: `%`, `{}` and `$` styles, pure and synchronous.
+//! - [`line`]: the output line template and control-character escaping.
+//! - [`detect`]: the warn-only detector (control chars, bidi, lookup syntax, format-like text).
+//! - [`alloc`]: the jemalloc global allocator and per-thread allocation measurement.
+//! - [`pipeline`]: bytes -> outcome, the one synchronous path `check` and `consume` share.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+
+pub mod alloc;
+pub mod config;
+pub mod detect;
+pub mod finding;
+pub mod format;
+pub mod json;
+pub mod line;
+pub mod pipeline;
+pub mod record;
+pub mod value;

@@ -1,0 +1,1 @@
+//! The output line. TODO: being written.

@@ -1,0 +1,1 @@
+//! bytes -> outcome. TODO: being written.

@@ -1,0 +1,1 @@
+//! The log record (SPEC §1). TODO: being written.
