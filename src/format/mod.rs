@@ -11,6 +11,7 @@
 //! rest of the template for limit violations and reports the error only if none fires.
 
 pub mod brace;
+pub mod cache;
 pub mod dollar;
 pub mod number;
 pub mod percent;
