@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Whether a finding blocks a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Severity {
     /// The record is not formatted; its fallback line is written instead.
     Reject,
@@ -22,7 +25,8 @@ impl Severity {
 
 /// Every rule id of SPEC §2. The reject rules are declared in precedence order: when
 /// several apply to one record, the first one wins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rule {
     BodyTooLarge,
     JsonTooDeep,
@@ -110,10 +114,13 @@ impl fmt::Display for Rule {
     }
 }
 
-/// One thing found about a record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One thing found about a record. Serialized as SPEC §3 shows it:
+/// `{"rule", "severity", "offset", "detail"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: Rule,
+    /// Always `rule.severity()`; carried so the JSON report is self-describing.
+    pub severity: Severity,
     /// Byte offset into `msg` where the finding starts; `None` when it is elsewhere.
     pub offset: Option<usize>,
     /// Human explanation: for `format-error`, CPython's `Type: message`.
@@ -122,12 +129,9 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(rule: Rule, offset: Option<usize>, detail: impl Into<String>) -> Self {
-        Finding { rule, offset, detail: detail.into() }
+        Finding { rule, severity: rule.severity(), offset, detail: detail.into() }
     }
 
-    pub fn severity(&self) -> Severity {
-        self.rule.severity()
-    }
 }
 
 /// Sorts findings as SPEC §1 lists them: by offset (nulls last), then rule id.
@@ -136,4 +140,34 @@ pub fn sort_findings(findings: &mut [Finding]) {
         let key = |f: &Finding| (f.offset.is_none(), f.offset.unwrap_or(0));
         key(a).cmp(&key(b)).then_with(|| a.rule.id().cmp(b.rule.id()))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_round_trip_through_serde_and_from_id() {
+        for rule in Rule::ALL {
+            let json = serde_json::to_string(&rule).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", rule.id()));
+            assert_eq!(Rule::from_id(rule.id()), Some(rule));
+        }
+    }
+
+    #[test]
+    fn findings_sort_by_offset_nulls_last_then_rule() {
+        let mut v = vec![
+            Finding::new(Rule::ControlChars, None, ""),
+            Finding::new(Rule::LookupSyntax, Some(5), ""),
+            Finding::new(Rule::BidiControl, Some(5), ""),
+            Finding::new(Rule::FormatLikeText, Some(1), ""),
+        ];
+        sort_findings(&mut v);
+        let rules: Vec<_> = v.iter().map(|f| f.rule).collect();
+        assert_eq!(
+            rules,
+            [Rule::FormatLikeText, Rule::BidiControl, Rule::LookupSyntax, Rule::ControlChars]
+        );
+    }
 }
