@@ -1,2 +1,459 @@
-//! A bounded JSON decoder producing Python values exactly as `json.loads` would.
-//! TODO: being written.
+//! A bounded JSON decoder producing Python values exactly as CPython 3.11's `json.loads`
+//! would (SPEC §1), which serde_json cannot: integers keep any size, `-0` is the int 0,
+//! `NaN` / `Infinity` / `-Infinity` are floats, and a duplicate key keeps its first position
+//! and its last value.
+//!
+//! Bounds, because the body comes from whoever can publish to the queue:
+//! - depth: a container nested deeper than `max_depth` is [`JsonError::TooDeep`], checked on
+//!   entering it. The parser keeps its own stack (no recursion), so no input can overflow the
+//!   thread's stack, whatever `max_depth` is;
+//! - time: one pass over the input; integers of many digits are parsed by divide and conquer
+//!   (num-bigint's own decimal parse is quadratic);
+//! - memory: proportional to the input. Elements of open containers wait on one shared
+//!   scratch stack and each container is allocated once, at its exact size, when it closes.
+//!
+//! Where this knowingly differs from `json.loads` (the SPEC's choice, not an accident):
+//! - integers of more than 4,300 digits parse (CPython 3.11 raises `ValueError` while
+//!   decoding); SPEC §1 wants them exact and refuses them only when rendered in decimal;
+//! - a leading UTF-8 BOM is skipped (as `json.loads` does for bytes, not for `str`);
+//! - a lone surrogate (`"\ud800"`) cannot live in a Rust `String`: it becomes U+FFFD and
+//!   [`Parsed::lone_surrogate`] is set, for the `invalid-utf8` finding.
+//!
+//! Error offsets are byte offsets into the text given (BOM included), not Python's
+//! character offsets.
+
+use indexmap::IndexMap;
+use num_bigint::{BigInt, BigUint, Sign};
+
+use crate::value::{Int, Value};
+
+/// A decoded document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsed {
+    pub value: Value,
+    /// Some string (anywhere in the document, keys included) held an unpaired `\uD800`–
+    /// `\uDFFF` escape, now U+FFFD: the record gets an `invalid-utf8` finding.
+    pub lone_surrogate: bool,
+}
+
+/// Why a text is not a document. `TooDeep` is a limit (the record is rejected); `Invalid`
+/// means "not JSON" (the record is plain text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// A container opened at byte `offset` would be at depth `limit + 1`. Reported as soon as
+    /// that container is entered, so it wins over any syntax error further on.
+    #[error("JSON nested deeper than {limit} (at byte {offset})")]
+    TooDeep { offset: usize, limit: usize },
+    /// Not JSON as `json.loads` reads it; `offset` is where reading stopped.
+    #[error("invalid JSON at byte {offset}")]
+    Invalid { offset: usize },
+}
+
+/// The deepest nesting [`parse`] admits whatever it is asked: a [`Value`] is a recursive
+/// type, so dropping or printing one recurses once per level, and a million-deep value would
+/// overflow the stack after the parser itself had survived it. CPython's own `json.loads`
+/// gives up (`RecursionError`) a little below 1,000 levels.
+pub const HARD_MAX_DEPTH: usize = 1000;
+
+/// Parses `text` as `json.loads` would, refusing containers nested deeper than `max_depth`
+/// (the top-level container is depth 1; `max_depth = 0` admits scalars only).
+/// `max_depth` is clamped to [`HARD_MAX_DEPTH`]; the error carries the limit applied.
+pub fn parse(text: &str, max_depth: usize) -> Result<Parsed, JsonError> {
+    let max_depth = max_depth.min(HARD_MAX_DEPTH);
+    let start = if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
+    let mut p = Parser {
+        text,
+        b: text.as_bytes(),
+        pos: start,
+        max_depth,
+        lone_surrogate: false,
+        frames: Vec::new(),
+        values: Vec::new(),
+        keys: Vec::new(),
+    };
+    let value = p.document()?;
+    Ok(Parsed {
+        value,
+        lone_surrogate: p.lone_surrogate,
+    })
+}
+
+/// Python's JSON whitespace: exactly these four.
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    List,
+    Dict,
+}
+
+/// An open container: its elements are `values[values_start..]` (and, for a dict, its keys
+/// `keys[keys_start..]`, one per value, in order).
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    kind: Kind,
+    values_start: usize,
+    keys_start: usize,
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+    lone_surrogate: bool,
+    /// Open containers, outermost first; its length is the current depth.
+    frames: Vec<Frame>,
+    /// Finished elements of every open container (the shared scratch stack).
+    values: Vec<Value>,
+    /// Keys of every open dict, the last one possibly still waiting for its value.
+    keys: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn invalid(&self) -> JsonError {
+        JsonError::Invalid { offset: self.pos }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while self.peek().is_some_and(is_ws) {
+            self.pos += 1;
+        }
+    }
+
+    /// The whole document: a state machine over `frames` instead of recursion.
+    fn document(&mut self) -> Result<Value, JsonError> {
+        'value: loop {
+            // A value is expected here.
+            self.skip_ws();
+            let mut value = match self.peek() {
+                Some(open @ (b'[' | b'{')) => {
+                    if self.frames.len() >= self.max_depth {
+                        return Err(JsonError::TooDeep {
+                            offset: self.pos,
+                            limit: self.max_depth,
+                        });
+                    }
+                    self.pos += 1;
+                    let kind = if open == b'[' { Kind::List } else { Kind::Dict };
+                    self.frames.push(Frame {
+                        kind,
+                        values_start: self.values.len(),
+                        keys_start: self.keys.len(),
+                    });
+                    self.skip_ws();
+                    match (kind, self.peek()) {
+                        (Kind::List, Some(b']')) | (Kind::Dict, Some(b'}')) => {
+                            self.pos += 1;
+                            self.close()
+                        }
+                        (Kind::List, _) => continue 'value,
+                        (Kind::Dict, _) => {
+                            self.key()?;
+                            continue 'value;
+                        }
+                    }
+                }
+                _ => self.scalar()?,
+            };
+            // A value is complete: hand it to its container, closing containers as they end.
+            loop {
+                let Some(frame) = self.frames.last().copied() else {
+                    self.skip_ws();
+                    if self.pos != self.b.len() {
+                        return Err(self.invalid());
+                    }
+                    return Ok(value);
+                };
+                self.values.push(value);
+                self.skip_ws();
+                let close = match frame.kind {
+                    Kind::List => b']',
+                    Kind::Dict => b'}',
+                };
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if let Kind::Dict = frame.kind {
+                            self.skip_ws();
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    Some(c) if c == close => {
+                        self.pos += 1;
+                        value = self.close();
+                    }
+                    _ => return Err(self.invalid()),
+                }
+            }
+        }
+    }
+
+    /// Pops the innermost container and builds it at its exact size.
+    fn close(&mut self) -> Value {
+        let Some(frame) = self.frames.pop() else {
+            // Unreachable by construction: only called with a frame just checked or pushed.
+            return Value::None;
+        };
+        match frame.kind {
+            Kind::List => Value::List(self.values.drain(frame.values_start..).collect()),
+            Kind::Dict => {
+                let n = self.values.len() - frame.values_start;
+                let mut map = IndexMap::with_capacity(n);
+                let keys = self.keys.drain(frame.keys_start..);
+                let values = self.values.drain(frame.values_start..);
+                for (k, v) in keys.zip(values) {
+                    // On a duplicate, IndexMap keeps the first position and takes the new
+                    // value: exactly a Python dict built left to right.
+                    map.insert(k, v);
+                }
+                Value::Dict(map)
+            }
+        }
+    }
+
+    /// `"key" :` inside a dict; the key waits on `keys` for its value.
+    fn key(&mut self) -> Result<(), JsonError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.invalid());
+        }
+        let k = self.string()?;
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.invalid());
+        }
+        self.pos += 1;
+        self.keys.push(k);
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &str, value: Value) -> Result<Value, JsonError> {
+        if self.b[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(self.invalid())
+        }
+    }
+
+    fn scalar(&mut self) -> Result<Value, JsonError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Value::Str),
+            Some(b'n') => self.literal("null", Value::None),
+            Some(b't') => self.literal("true", Value::Bool(true)),
+            Some(b'f') => self.literal("false", Value::Bool(false)),
+            Some(b'N') => self.literal("NaN", Value::Float(f64::NAN)),
+            Some(b'I') => self.literal("Infinity", Value::Float(f64::INFINITY)),
+            Some(b'-') if self.b[self.pos..].starts_with(b"-Infinity") => {
+                self.literal("-Infinity", Value::Float(f64::NEG_INFINITY))
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.invalid()),
+        }
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+
+    fn digit_at(&self, i: usize) -> bool {
+        self.b.get(i).is_some_and(|c| c.is_ascii_digit())
+    }
+
+    /// CPython's `-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?`. A `.` or exponent without digits
+    /// is left unread, so whatever follows makes the document invalid, as in CPython.
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.invalid()),
+        }
+        let mut is_float = false;
+        if self.peek() == Some(b'.') && self.digit_at(self.pos + 1) {
+            self.pos += 1;
+            self.digits();
+            is_float = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            let mut i = self.pos + 1;
+            if matches!(self.b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if self.digit_at(i) {
+                self.pos = i;
+                self.digits();
+                is_float = true;
+            }
+        }
+        let s = &self.text[start..self.pos];
+        if is_float {
+            // Rust's parse is correctly rounded, like CPython's float(): 1e400 is inf.
+            return s
+                .parse::<f64>()
+                .map(Value::Float)
+                .map_err(|_| JsonError::Invalid { offset: start });
+        }
+        if let Ok(n) = s.parse::<i64>() {
+            return Ok(Value::Int(Int::Small(n)));
+        }
+        Ok(Value::Int(Int::Big(parse_big(s))))
+    }
+
+    /// A string starting at the opening quote. Raw control characters are refused
+    /// (`strict=True`); escapes are decoded in a second pass over the same bytes.
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                // A backslash may have been the last byte: report the end of the text.
+                None => {
+                    return Err(JsonError::Invalid {
+                        offset: self.b.len(),
+                    })
+                }
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    // What follows is checked when decoding; only its quote must not end us.
+                    self.pos += 2;
+                }
+                Some(c) if c < 0x20 => return Err(self.invalid()),
+                Some(_) => self.pos += 1,
+            }
+        }
+        let end = self.pos;
+        self.pos += 1;
+        let raw = &self.text[start..end];
+        if !escaped {
+            return Ok(raw.to_owned());
+        }
+        self.unescape(raw, start)
+    }
+
+    /// Decodes the escapes of `raw` (which starts at byte `base` of the text). The result is
+    /// never longer than `raw`: every escape shrinks or keeps its size.
+    fn unescape(&mut self, raw: &str, base: usize) -> Result<String, JsonError> {
+        let rb = raw.as_bytes();
+        let mut out = String::with_capacity(raw.len());
+        let mut i = 0;
+        while i < rb.len() {
+            let Some(off) = memchr::memchr(b'\\', &rb[i..]) else {
+                out.push_str(&raw[i..]);
+                break;
+            };
+            out.push_str(&raw[i..i + off]);
+            i += off;
+            let bad = JsonError::Invalid { offset: base + i };
+            let c = match rb.get(i + 1) {
+                Some(b'"') => '"',
+                Some(b'\\') => '\\',
+                Some(b'/') => '/',
+                Some(b'b') => '\u{8}',
+                Some(b'f') => '\u{c}',
+                Some(b'n') => '\n',
+                Some(b'r') => '\r',
+                Some(b't') => '\t',
+                Some(b'u') => {
+                    let hi = hex4(rb, i + 2).ok_or(bad)?;
+                    i += 6;
+                    if (0xd800..0xdc00).contains(&hi) && rb.get(i) == Some(&b'\\') {
+                        // CPython pairs a high surrogate only with an immediately following
+                        // `\u` low surrogate; anything else leaves it lone.
+                        if rb.get(i + 1) == Some(&b'u') {
+                            if let Some(lo @ 0xdc00..=0xdfff) = hex4(rb, i + 2) {
+                                i += 6;
+                                let cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+                                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+                                continue;
+                            }
+                        }
+                    }
+                    match char::from_u32(hi) {
+                        Some(c) => out.push(c),
+                        None => {
+                            self.lone_surrogate = true;
+                            out.push('\u{fffd}');
+                        }
+                    }
+                    continue;
+                }
+                _ => return Err(bad),
+            };
+            out.push(c);
+            i += 2;
+        }
+        Ok(out)
+    }
+}
+
+/// Four hex digits at `at` (either case, as CPython accepts).
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let d = b.get(at..at + 4)?;
+    let mut n = 0u32;
+    for &c in d {
+        n = n * 16 + char::from(c).to_digit(16)?;
+    }
+    Some(n)
+}
+
+/// Decimal digits at or below this count are parsed directly (num-bigint's quadratic
+/// schoolbook parse is fastest there); above it, divide and conquer.
+const DIRECT_DIGITS: usize = 1024;
+
+/// An integer literal (grammar already checked) outside `i64`.
+fn parse_big(s: &str) -> BigInt {
+    let (sign, digits) = match s.strip_prefix('-') {
+        Some(d) => (Sign::Minus, d),
+        None => (Sign::Plus, s),
+    };
+    let mut pows: Vec<BigUint> = Vec::new();
+    BigInt::from_biguint(sign, parse_magnitude(digits.as_bytes(), &mut pows))
+}
+
+/// `digits` (ASCII decimal) as a number: the high part times 10^k plus the low part, where
+/// the low part is `DIRECT_DIGITS << j` digits so that the powers (`pows[j]`, built once by
+/// squaring) are shared by every split at the same level. Subquadratic because num-bigint
+/// multiplies large numbers with Karatsuba / Toom-3.
+fn parse_magnitude(digits: &[u8], pows: &mut Vec<BigUint>) -> BigUint {
+    if digits.len() <= DIRECT_DIGITS {
+        return BigUint::parse_bytes(digits, 10).unwrap_or_default();
+    }
+    let mut level = 0;
+    while (DIRECT_DIGITS << (level + 1)) < digits.len() {
+        level += 1;
+    }
+    let lo_len = DIRECT_DIGITS << level;
+    let (hi, lo) = digits.split_at(digits.len() - lo_len);
+    let hi = parse_magnitude(hi, pows);
+    let lo = parse_magnitude(lo, pows);
+    while pows.len() <= level {
+        let next = match pows.last() {
+            Some(p) => p * p,
+            None => BigUint::from(10u32).pow(DIRECT_DIGITS as u32),
+        };
+        pows.push(next);
+    }
+    hi * &pows[level] + lo
+}
+
+#[cfg(test)]
+mod tests;
