@@ -1,1 +1,259 @@
-//! The log record (SPEC §1). TODO: being written.
+//! The log record (SPEC §1): a body becomes either a structured record (a JSON object
+//! with a string `msg`) or a plain-text one (anything else, byte for byte).
+//!
+//! Decoding is where the first two limits apply, in SPEC precedence: the body's size is
+//! checked before a byte of it is decoded (`body-too-large`), then its JSON nesting while it
+//! is parsed (`json-too-deep`, which is never demoted to a plain-text record).
+//!
+//! Choices the SPEC leaves open, made here once:
+//! - `null` is "absent" for every field (`args: null` is in the SPEC; `style`, `level`,
+//!   `logger`, `ts` and `fields` follow it), so `"level": null` is `info`, not `None`;
+//! - a non-string `level` / `logger` is Python's `str()` of the value (`5`, `True`,
+//!   `['a']`); if `str()` itself would fail or exceed `--max-output-bytes` (a 5,000-digit
+//!   int), the default is kept;
+//! - a non-string `style` is an unknown style, kept raw like an unknown string;
+//! - `ts`: an RFC 3339 string (any offset, converted to UTC) or a JSON number of epoch
+//!   seconds (an int, or a float rounded to microseconds as CPython's
+//!   `datetime.fromtimestamp`); `true`/`false` and anything outside the years 0000–9999 (the
+//!   years RFC 3339 can write) is "does not parse", i.e. absent;
+//! - `fields` that is not an object is ignored;
+//! - a lone surrogate anywhere in a structured record's JSON (even in a key this module
+//!   ignores) counts as invalid UTF-8. A plain-text body is never JSON-decoded, so its
+//!   `\ud800` is six ASCII characters.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use indexmap::IndexMap;
+
+use crate::config::Limits;
+use crate::finding::{Finding, Rule};
+use crate::format::{Args, Buf, Style};
+use crate::json::{self, JsonError, Parsed};
+use crate::value::{Int, Value};
+
+/// Level of a record that names none.
+pub const DEFAULT_LEVEL: &str = "info";
+/// Logger of a record that names none.
+pub const DEFAULT_LOGGER: &str = "root";
+
+/// One record, ready to be detected, rendered and put in a line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The template, or the message itself when there are no args. For a plain-text record,
+    /// the whole body (lossily decoded, BOM and trailing newline included).
+    pub msg: String,
+    /// The raw `args`, never `null`, `[]` or `{}` (those are `None`: no args, verbatim
+    /// message). See [`Record::args`] for how Python sees it.
+    pub args: Option<Value>,
+    /// How `msg` is rendered when there are args.
+    pub style: StyleField,
+    /// Not upper-cased yet: that is the line's business.
+    pub level: String,
+    pub logger: String,
+    /// Event time; `None` means "time received".
+    pub ts: Option<DateTime<Utc>>,
+    /// The `fields` object, in its order, when there is one (possibly empty).
+    pub fields: Option<IndexMap<String, Value>>,
+    /// A JSON object with a string `msg` (as opposed to a plain-text body).
+    pub structured: bool,
+    /// The body was not valid UTF-8, or a JSON string of a structured record held a lone
+    /// surrogate: both became U+FFFD, and the record gets an `invalid-utf8` finding.
+    pub invalid_utf8: bool,
+}
+
+/// The `style` field as sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StyleField {
+    Known(Style),
+    /// Neither `"%"`, `"{"` nor `"$"` (any JSON value but `null`). It only matters when there
+    /// are args: then it is a `format-error`, as `logging.Formatter` would raise
+    /// `ValueError: Style must be one of: %,{,$`.
+    Unknown(Value),
+}
+
+impl StyleField {
+    pub fn known(&self) -> Option<Style> {
+        match self {
+            StyleField::Known(s) => Some(*s),
+            StyleField::Unknown(_) => None,
+        }
+    }
+}
+
+/// Why a body was not decoded into a record: a limit, in SPEC precedence order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeReject {
+    /// Longer than `--max-body-bytes`; checked before anything else, nothing was decoded.
+    #[error("body of {len} bytes > limit {limit}")]
+    BodyTooLarge { len: usize, limit: usize },
+    /// JSON nested deeper than `--max-json-depth` (the limit applied; see
+    /// [`json::HARD_MAX_DEPTH`]).
+    #[error("JSON nested deeper than limit {limit}")]
+    JsonTooDeep { limit: usize },
+}
+
+impl DecodeReject {
+    pub fn rule(&self) -> Rule {
+        match self {
+            DecodeReject::BodyTooLarge { .. } => Rule::BodyTooLarge,
+            DecodeReject::JsonTooDeep { .. } => Rule::JsonTooDeep,
+        }
+    }
+
+    /// The `reject` finding; its offset is null (the problem is the body, not `msg`).
+    pub fn to_finding(&self) -> Finding {
+        Finding::new(self.rule(), None, self.to_string())
+    }
+}
+
+impl Record {
+    /// A plain-text record: `text` is the message, verbatim.
+    pub fn plain(text: String, invalid_utf8: bool) -> Record {
+        Record {
+            msg: text,
+            args: None,
+            style: StyleField::Known(Style::Percent),
+            level: DEFAULT_LEVEL.to_owned(),
+            logger: DEFAULT_LOGGER.to_owned(),
+            ts: None,
+            fields: None,
+            structured: false,
+            invalid_utf8,
+        }
+    }
+
+    /// The args as Python sees them: an array is a tuple (even of one object), an object a
+    /// dict, anything else a scalar. `None`: no args, the message is `msg` verbatim.
+    pub fn args(&self) -> Option<Args<'_>> {
+        Some(match self.args.as_ref()? {
+            Value::List(items) => Args::Tuple(items),
+            Value::Dict(map) => Args::Mapping(map),
+            other => Args::Scalar(other),
+        })
+    }
+}
+
+/// Decodes one body (an AMQP message or a file given to `check`).
+pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
+    if body.len() > limits.max_body_bytes {
+        return Err(DecodeReject::BodyTooLarge {
+            len: body.len(),
+            limit: limits.max_body_bytes,
+        });
+    }
+    let text = String::from_utf8_lossy(body);
+    let lossy = matches!(text, Cow::Owned(_));
+    match json::parse(&text, limits.max_json_depth) {
+        Err(JsonError::TooDeep { limit, .. }) => Err(DecodeReject::JsonTooDeep { limit }),
+        Ok(Parsed {
+            value: Value::Dict(mut map),
+            lone_surrogate,
+        }) if matches!(map.get("msg"), Some(Value::Str(_))) => {
+            let Some(Value::Str(msg)) = map.swap_remove("msg") else {
+                return Ok(Record::plain(text.into_owned(), lossy));
+            };
+            Ok(structured(msg, map, lossy || lone_surrogate, limits))
+        }
+        Ok(_) | Err(JsonError::Invalid { .. }) => Ok(Record::plain(text.into_owned(), lossy)),
+    }
+}
+
+/// The structured record from the object's other members (`msg` already taken out).
+fn structured(
+    msg: String,
+    mut map: IndexMap<String, Value>,
+    invalid_utf8: bool,
+    limits: &Limits,
+) -> Record {
+    let mut take = |k: &str| map.swap_remove(k).filter(|v| *v != Value::None);
+    let args = take("args").filter(|v| match v {
+        Value::List(l) => !l.is_empty(),
+        Value::Dict(d) => !d.is_empty(),
+        _ => true,
+    });
+    let style = match take("style") {
+        None => StyleField::Known(Style::Percent),
+        Some(Value::Str(s)) => match Style::from_field(&s) {
+            Some(style) => StyleField::Known(style),
+            None => StyleField::Unknown(Value::Str(s)),
+        },
+        Some(other) => StyleField::Unknown(other),
+    };
+    let level = text_field(take("level"), DEFAULT_LEVEL, limits);
+    let logger = text_field(take("logger"), DEFAULT_LOGGER, limits);
+    let ts = take("ts").as_ref().and_then(parse_ts);
+    let fields = match take("fields") {
+        Some(Value::Dict(d)) => Some(d),
+        _ => None,
+    };
+    Record {
+        msg,
+        args,
+        style,
+        level,
+        logger,
+        ts,
+        fields,
+        structured: true,
+        invalid_utf8,
+    }
+}
+
+/// A string field as is; another value as Python's `str()` of it; absent, or a `str()`
+/// that would fail or not fit in `--max-output-bytes`, as `default`.
+fn text_field(v: Option<Value>, default: &str, limits: &Limits) -> String {
+    match v {
+        None => default.to_owned(),
+        Some(Value::Str(s)) => s,
+        Some(other) => {
+            let mut buf = Buf::new(limits.max_output_bytes, 16);
+            match crate::value::write_str(&other, &mut buf) {
+                Ok(()) => buf.into_string(),
+                Err(_) => default.to_owned(),
+            }
+        }
+    }
+}
+
+/// `ts` as sent, or `None` when it does not parse (then the line uses the time received).
+pub fn parse_ts(v: &Value) -> Option<DateTime<Utc>> {
+    let ts = match v {
+        Value::Str(s) => DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc),
+        Value::Int(Int::Small(secs)) => DateTime::from_timestamp(*secs, 0)?,
+        Value::Float(x) => from_float_epoch(*x)?,
+        Value::Int(Int::Big(_)) | Value::Bool(_) | Value::None => return None,
+        Value::List(_) | Value::Dict(_) => return None,
+    };
+    (0..=9999).contains(&ts.year()).then_some(ts)
+}
+
+/// CPython's `datetime.fromtimestamp(x, timezone.utc)`: the fraction rounded half-even to
+/// microseconds (so `1.001` is `.001`, not `.000999…`).
+fn from_float_epoch(x: f64) -> Option<DateTime<Utc>> {
+    if !x.is_finite() {
+        return None;
+    }
+    let mut secs = x.trunc();
+    let mut micros = ((x - secs) * 1e6).round_ties_even();
+    if micros >= 1e6 {
+        micros -= 1e6;
+        secs += 1.0;
+    } else if micros < 0.0 {
+        micros += 1e6;
+        secs -= 1.0;
+    }
+    // Beyond ±2^62 s is far outside any representable date; the bound keeps the cast exact.
+    if secs.abs() > 4.6e18 {
+        return None;
+    }
+    DateTime::from_timestamp(secs as i64, (micros as u32) * 1000)
+}
+
+/// RFC 3339 in UTC with milliseconds, truncated: `2026-11-22T10:00:00.000Z`.
+pub fn format_ts(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests;
