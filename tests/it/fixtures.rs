@@ -1,0 +1,1 @@
+//! Data-driven format cases from `fixtures/format/`. TODO: being written.
