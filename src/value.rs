@@ -166,19 +166,28 @@ pub fn write_repr(v: &Value, out: &mut dyn Out) -> Result<(), Reject> {
             }
             out.push_char(']')
         }
-        Value::Dict(map) => {
-            out.push_char('{')?;
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ")?;
-                }
-                write_str_repr(k, out)?;
-                out.push_str(": ")?;
-                write_repr(item, out)?;
-            }
-            out.push_char('}')
-        }
+        Value::Dict(map) => write_dict_repr(map, out),
     }
+}
+
+/// `repr(d)` of a dict held outside a [`Value`] (a record's named args).
+pub fn write_dict_repr(map: &IndexMap<String, Value>, out: &mut dyn Out) -> Result<(), Reject> {
+    out.push_char('{')?;
+    for (i, (k, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ")?;
+        }
+        write_str_repr(k, out)?;
+        out.push_str(": ")?;
+        write_repr(item, out)?;
+    }
+    out.push_char('}')
+}
+
+/// `ascii(d)` of a dict held outside a [`Value`].
+pub fn write_dict_ascii(map: &IndexMap<String, Value>, out: &mut dyn Out) -> Result<(), Reject> {
+    let mut a = AsciiOut { inner: out };
+    write_dict_repr(map, &mut a)
 }
 
 /// CPython's `ascii(v)`: the repr, with every non-ASCII character escaped.

@@ -377,12 +377,22 @@ pub fn int_decimal_digits_upper_bound(n: &Int) -> usize {
 }
 
 /// `str(n)` through `out`, sign included, with CPython's 4,300-digit rule.
+///
+/// An int whose bit length alone proves it too long first pushes its lower-bound length
+/// (filler) so that a bounded sink reports `OutputTooLarge` when even that does not fit:
+/// the limits win over CPython's `ValueError` (SPEC §1: a 999,000-digit int is
+/// `output-too-large`). On `Err` the sink's content is garbage, as after any error.
 pub fn write_int_decimal(n: &Int, out: &mut dyn Out) -> Result<(), Reject> {
     match n {
         Int::Small(v) => out.push_str(&v.to_string()),
         Int::Big(b) => {
             if b.is_zero() {
                 return out.push_char('0');
+            }
+            let lb = int_digits_lower_bound(n, 10);
+            if lb > INT_MAX_STR_DIGITS {
+                out.push_repeat('0', lb + usize::from(b.sign() == Sign::Minus))?;
+                return Err(int_too_long());
             }
             let digits = int_magnitude_digits(n, 10, false)?;
             if b.sign() == Sign::Minus {
