@@ -5,6 +5,7 @@
 //! Thread-local on purpose: formatting is synchronous and runs on one thread from start to
 //! finish, so there is no lock on the hot path and nothing shared to leave half-updated.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -38,7 +39,11 @@ impl<K: Hash + Eq + Clone, T> TemplateCache<K, T> {
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<Arc<T>> {
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<T>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get(key).map(|(t, _)| Arc::clone(t))
     }
 

@@ -16,7 +16,12 @@ pub mod dollar;
 pub mod number;
 pub mod percent;
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use indexmap::IndexMap;
+
+use self::cache::TemplateCache;
 
 use crate::config::Limits;
 use crate::finding::{Finding, Rule};
@@ -261,6 +266,58 @@ impl Counter {
         self.n = n;
         Ok(())
     }
+}
+
+thread_local! {
+    /// Parsed `%` templates of this thread, keyed by template text.
+    static PERCENT_CACHE: RefCell<TemplateCache<Box<str>, percent::Template>> =
+        RefCell::new(TemplateCache::new(cache::DEFAULT_MAX_ENTRIES, cache::DEFAULT_MAX_BYTES));
+}
+
+/// Renders like [`render`], reusing this thread's parsed form of `msg` when it has one.
+/// Templates repeat and args change: parsing once per template is most of the saving.
+pub fn render_cached(
+    msg: &str,
+    args: Args<'_>,
+    style: Style,
+    limits: &Limits,
+) -> Result<String, Reject> {
+    if msg.len() > cache::MAX_CACHED_TEMPLATE_BYTES {
+        return render(msg, args, style, limits);
+    }
+    match style {
+        Style::Percent => {
+            let t = cached(&PERCENT_CACHE, msg, limits.max_fields, percent::parse, |t| {
+                (!t.truncated).then(|| t.heap_bytes())
+            });
+            percent::render_parsed(&t, msg, args, limits)
+        }
+        Style::Brace | Style::Dollar => render(msg, args, style, limits),
+    }
+}
+
+/// The cached parse of `msg`, parsing (and caching) it when absent. `cost` gives the heap
+/// bytes of a parse worth caching, or `None` for one that depends on `max_fields` (cut
+/// short for having too many fields): those are rare and not cached, so a cached parse is
+/// valid whatever the field limit.
+fn cached<T>(
+    cache: &'static std::thread::LocalKey<RefCell<TemplateCache<Box<str>, T>>>,
+    msg: &str,
+    max_fields: usize,
+    parse: impl Fn(&str, usize) -> T,
+    cost: impl Fn(&T) -> Option<usize>,
+) -> Arc<T> {
+    cache.with(|c| {
+        if let Some(t) = c.try_borrow().ok().and_then(|c| c.get(msg)) {
+            return t;
+        }
+        let t = Arc::new(parse(msg, max_fields));
+        if let (Some(heap), Ok(mut c)) = (cost(&t), c.try_borrow_mut()) {
+            let bytes = msg.len() + heap + std::mem::size_of::<T>();
+            c.insert(msg.into(), Arc::clone(&t), bytes);
+        }
+        t
+    })
 }
 
 /// Renders `msg` with `args` in `style`, within `limits`.
