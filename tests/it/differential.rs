@@ -252,7 +252,7 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…[{} bytes total]", &dbg[..cut], s.len())
 }
 
-fn show_expected(e: &Expected) -> String {
+pub fn show_expected(e: &Expected) -> String {
     match e {
         Expected::Output(s) => format!("ok {}", clip(s, 400)),
         Expected::Limit(r) => format!("reject {}", r.id()),
