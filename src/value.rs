@@ -416,20 +416,12 @@ mod tests {
         assert!(Int::from_f64_trunc(f64::NAN).is_err());
         let huge = Int::from_bigint(num_traits::pow(BigInt::from(10), 400));
         assert_eq!(huge.to_f64(), None);
-        assert!(huge.is_negative() == false && !huge.is_zero());
+        assert!(!huge.is_negative() && !huge.is_zero());
     }
 
     #[test]
     fn printable_table_agrees_with_spot_checks() {
-        for c in [
-            ' ',
-            'a',
-            '~',
-            '\u{a1}',
-            'é',
-            '\u{3000}'.min('\u{3001}'),
-            '😀',
-        ] {
+        for c in [' ', 'a', '~', '\u{a1}', 'é', '\u{3001}', '😀'] {
             assert!(is_printable(c), "{c:?}");
         }
         for c in [

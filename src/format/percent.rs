@@ -992,3 +992,303 @@ impl Out for Take<'_> {
         self.bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use num_bigint::BigInt;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn tuple(msg: &str, args: &[Value]) -> Result<String, Reject> {
+        render(msg, Args::Tuple(args), &limits())
+    }
+
+    fn s(x: &str) -> Value {
+        Value::Str(x.to_string())
+    }
+
+    fn int(v: i64) -> Value {
+        Value::Int(Int::Small(v))
+    }
+
+    fn err(exception: &'static str, message: &str) -> Result<String, Reject> {
+        Err(Reject::format_error(exception, message))
+    }
+
+    #[test]
+    fn percent_renders_like_cpython() {
+        let cases: &[(&str, Vec<Value>, &str)] = &[
+            (
+                "%s-%r-%a",
+                vec![s("é"), s("it's"), s("é")],
+                "é-\"it's\"-'\\xe9'",
+            ),
+            (
+                "%5d|%-5d|%05d|%+d|% d",
+                vec![int(42), int(42), int(-42), int(1), int(1)],
+                "   42|42   |-0042|+1| 1",
+            ),
+            (
+                "%#x %#X %#o %x",
+                vec![int(255), int(255), int(8), int(-255)],
+                "0xff 0XFF 0o10 -ff",
+            ),
+            (
+                "%#5.3x|%.3s|%-4c|",
+                vec![int(-255), s("abcdef"), s("z")],
+                "-0x0ff|abc|z   |",
+            ),
+            ("%d %i", vec![Value::Bool(true), Value::Float(-2.9)], "1 -2"),
+            (
+                "%.2f %e %g %G",
+                vec![
+                    Value::Float(0.125),
+                    Value::Float(1.5),
+                    Value::Float(1e-5),
+                    Value::Float(1e20),
+                ],
+                "0.12 1.500000e+00 1e-05 1E+20",
+            ),
+            (
+                "%05f|%+.1f|%#.0f",
+                vec![
+                    Value::Float(f64::INFINITY),
+                    Value::Float(-0.0),
+                    Value::Float(3.0),
+                ],
+                "00inf|-0.0|3.",
+            ),
+            (
+                "%s %s",
+                vec![Value::List(vec![s("a"), int(1)]), Value::None],
+                "['a', 1] None",
+            ),
+            (
+                "%*d|%-*d|%.*s",
+                vec![int(-4), int(7), int(3), int(7), int(2), s("xyz")],
+                "7   |7  |xy",
+            ),
+            ("100%% %c%c", vec![int(0x1F600), s("é")], "100% 😀é"),
+            (
+                "%ld %hs %Lf",
+                vec![int(1), s("x"), Value::Float(1.0)],
+                "1 x 1.000000",
+            ),
+            ("%5s|", vec![s("日本")], "   日本|"),
+        ];
+        for (msg, args, want) in cases {
+            assert_eq!(tuple(msg, args).as_deref(), Ok(*want), "{msg}");
+        }
+    }
+
+    #[test]
+    fn percent_mapping_and_scalar_args_follow_cpython_bookkeeping() {
+        let mut m = IndexMap::new();
+        m.insert("a".to_string(), int(1));
+        m.insert("x(y)".to_string(), s("n"));
+        let l = limits();
+        assert_eq!(
+            render("%(a)s %(x(y))s", Args::Mapping(&m), &l).as_deref(),
+            Ok("1 n")
+        );
+        assert_eq!(
+            render("%s %(a)s", Args::Mapping(&m), &l).as_deref(),
+            Ok("{'a': 1, 'x(y)': 'n'} 1")
+        );
+        assert_eq!(
+            render("hello", Args::Mapping(&m), &l).as_deref(),
+            Ok("hello")
+        );
+        assert_eq!(
+            render("%(a)s %s", Args::Mapping(&m), &l),
+            err("TypeError", "not enough arguments for format string")
+        );
+        assert_eq!(
+            render("%(b)s", Args::Mapping(&m), &l),
+            err("KeyError", "'b'")
+        );
+        assert_eq!(
+            render("%(a)s", Args::Tuple(&[Value::Dict(m.clone())]), &l),
+            err("TypeError", "format requires a mapping")
+        );
+        assert_eq!(
+            render("hello", Args::Scalar(&int(5)), &l),
+            err(
+                "TypeError",
+                "not all arguments converted during string formatting"
+            )
+        );
+        assert_eq!(render("%s", Args::Scalar(&int(5)), &l).as_deref(), Ok("5"));
+    }
+
+    #[test]
+    fn percent_errors_match_cpython_exactly() {
+        assert_eq!(
+            tuple("%y", &[int(1)]),
+            Err(Reject::FormatError {
+                exception: "ValueError",
+                message: "unsupported format character 'y' (0x79) at index 1".to_string(),
+                offset: Some(0),
+            })
+        );
+        let e = tuple("é%\u{100}", &[int(1)]);
+        assert!(
+            matches!(e, Err(Reject::FormatError { ref message, .. }) if message == "unsupported format character '?' (0x100) at index 2")
+        );
+        assert_eq!(tuple("%", &[]), err("ValueError", "incomplete format"));
+        assert_eq!(
+            tuple("%(a", &[]),
+            err("TypeError", "format requires a mapping")
+        );
+        assert_eq!(
+            tuple("%*d", &[s("x"), int(1)]),
+            err("TypeError", "* wants int")
+        );
+        assert_eq!(
+            tuple("%d", &[s("x")]),
+            err("TypeError", "%d format: a real number is required, not str")
+        );
+        assert_eq!(
+            tuple("%x", &[Value::Float(1.5)]),
+            err("TypeError", "%x format: an integer is required, not float")
+        );
+        assert_eq!(
+            tuple("%c", &[s("ab")]),
+            err("TypeError", "%c requires int or char")
+        );
+        assert_eq!(
+            tuple("%c", &[int(-1)]),
+            err("OverflowError", "%c arg not in range(0x110000)")
+        );
+        assert_eq!(
+            tuple("%f", &[Value::None]),
+            err("TypeError", "must be real number, not NoneType")
+        );
+        assert_eq!(
+            tuple("%d", &[Value::Float(f64::NAN)]),
+            err("ValueError", "cannot convert float NaN to integer")
+        );
+        assert_eq!(
+            tuple("%s %s", &[int(1)]),
+            err("TypeError", "not enough arguments for format string")
+        );
+        assert_eq!(
+            tuple("%5%", &[]),
+            err("TypeError", "not enough arguments for format string")
+        );
+    }
+
+    #[test]
+    fn percent_huge_width_is_rejected_before_alloc() {
+        assert_eq!(
+            tuple("Over %2400000000d", &[s("x")]),
+            Err(Reject::WidthTooLarge {
+                offset: 5,
+                width: 2_400_000_000,
+                limit: 4096
+            })
+        );
+        assert_eq!(
+            tuple("%99999999999999999999999d", &[int(1)]),
+            Err(Reject::WidthTooLarge {
+                offset: 0,
+                width: u64::MAX,
+                limit: 4096
+            })
+        );
+        assert_eq!(
+            tuple("%*d", &[int(-5000), int(1)]),
+            Err(Reject::WidthTooLarge {
+                offset: 0,
+                width: 5000,
+                limit: 4096
+            })
+        );
+        assert_eq!(
+            tuple("%.5000s", &[s("x")]),
+            Err(Reject::PrecisionTooLarge {
+                offset: 0,
+                precision: 5000,
+                limit: 4096
+            })
+        );
+        assert_eq!(tuple("%4096d", &[int(1)]).map(|o| o.len()), Ok(4096));
+    }
+
+    #[test]
+    fn percent_cpython_error_does_not_hide_a_later_limit() {
+        assert!(matches!(
+            tuple("%y %*d", &[int(1), int(9000), int(1)]),
+            Err(Reject::WidthTooLarge { offset: 3, .. })
+        ));
+        let big = s(&"x".repeat(70_000));
+        assert!(matches!(
+            tuple("%d %s", &[s("x"), big]),
+            Err(Reject::OutputTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn percent_field_limit_is_inclusive_and_parse_stays_bounded() {
+        let args: Vec<Value> = (0..257).map(int).collect();
+        assert!(tuple(&"%d".repeat(256), &args[..256]).is_ok());
+        assert_eq!(
+            tuple(&"%d".repeat(257), &args),
+            Err(Reject::TooManyFields {
+                count: 257,
+                limit: 256
+            })
+        );
+        let t = parse(&"%s%%".repeat(100_000), 256);
+        assert_eq!(t.field_count, 100_000);
+        assert!(t.items.len() <= 2 * 258);
+        assert!(t.heap_bytes() < 64 << 10);
+    }
+
+    #[test]
+    fn percent_repeated_big_arg_is_refused_without_building() {
+        let mut m = IndexMap::new();
+        m.insert("a".to_string(), s(&"y".repeat(2048)));
+        let l = Limits {
+            max_fields: 100_000,
+            ..Limits::default()
+        };
+        let msg = "%(a)s".repeat(50_000);
+        assert!(matches!(
+            render(&msg, Args::Mapping(&m), &l),
+            Err(Reject::OutputTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn percent_huge_int_is_output_too_large_not_value_error() {
+        let huge = Value::Int(Int::from_bigint(num_traits::pow(BigInt::from(10), 999_000)));
+        for msg in ["%d", "%s", "%x", "%r"] {
+            assert!(
+                matches!(
+                    tuple(msg, std::slice::from_ref(&huge)),
+                    Err(Reject::OutputTooLarge { .. })
+                ),
+                "{msg}"
+            );
+        }
+        let big = Value::Int(Int::from_bigint(num_traits::pow(BigInt::from(10), 5000)));
+        assert_eq!(
+            tuple("%d", std::slice::from_ref(&big)),
+            Err(number::int_too_long())
+        );
+        assert_eq!(
+            tuple("%.3s", &[Value::List(vec![big])]),
+            Err(number::int_too_long())
+        );
+    }
+
+    #[test]
+    fn template_can_be_cached_across_threads() {
+        fn assert_shared<T: Clone + Send + Sync + 'static>() {}
+        assert_shared::<Template>();
+    }
+}
