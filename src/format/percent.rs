@@ -14,6 +14,7 @@
 //! replaces the args (`'%(a)s %s' % {'a': 1}` has not enough arguments), and a dict as args
 //! is never "not all converted".
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use indexmap::IndexMap;
@@ -340,11 +341,11 @@ impl<'a> Arg<'a> {
         }
     }
 
-    /// `PyLong_Check`: ints and bools.
-    fn as_int(self) -> Option<Int> {
+    /// `PyLong_Check`: ints and bools (borrowed: an int may be a megabyte).
+    fn as_int(self) -> Option<Cow<'a, Int>> {
         match self.as_value()? {
-            Value::Int(n) => Some(n.clone()),
-            Value::Bool(b) => Some(Int::Small(i64::from(*b))),
+            Value::Int(n) => Some(Cow::Borrowed(n)),
+            Value::Bool(b) => Some(Cow::Owned(Int::Small(i64::from(*b)))),
             _ => None,
         }
     }
@@ -714,11 +715,9 @@ fn format_int(
             format!("%{ch} format: {what} is required, not {}", arg.type_name()),
         )
     };
-    let n = match arg.as_value() {
-        Some(Value::Int(n)) => n.clone(),
-        Some(Value::Bool(b)) => Int::Small(i64::from(*b)),
-        Some(Value::Float(x)) if !hexoct => Int::from_f64_trunc(*x)?,
-        _ => return Err(wrong_type()),
+    let n: Cow<'_, Int> = match arg.as_value() {
+        Some(Value::Float(x)) if !hexoct => Cow::Owned(Int::from_f64_trunc(*x)?),
+        _ => arg.as_int().ok_or_else(wrong_type)?,
     };
     if let Some(p) = r.precision {
         if p > (i32::MAX - 3) as usize {
