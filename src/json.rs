@@ -59,22 +59,31 @@ pub const HARD_MAX_DEPTH: usize = 1000;
 /// (the top-level container is depth 1; `max_depth = 0` admits scalars only).
 /// `max_depth` is clamped to [`HARD_MAX_DEPTH`]; the error carries the limit applied.
 pub fn parse(text: &str, max_depth: usize) -> Result<Parsed, JsonError> {
-    let max_depth = max_depth.min(HARD_MAX_DEPTH);
-    let start = if text.starts_with('\u{feff}') {
-        '\u{feff}'.len_utf8()
-    } else {
-        0
-    };
-    let mut p = Parser {
-        text,
-        b: text.as_bytes(),
-        pos: start,
-        max_depth,
-        lone_surrogate: false,
-        frames: Vec::new(),
-        values: Vec::new(),
-        keys: Vec::new(),
-    };
+    let mut p = Parser::new(text, max_depth, None);
+    let value = p.document()?;
+    Ok(Parsed {
+        value,
+        lone_surrogate: p.lone_surrogate,
+    })
+}
+
+/// Parses `text` exactly as [`parse`] does (same errors, same depth rule) but builds only
+/// what a record uses: the members of a top-level object whose key `keep` accepts. Any
+/// other document (an array, a scalar) and every other member is checked, not built, so a
+/// body that turns out to be plain text costs no allocation for its values.
+///
+/// `value` is the (filtered) dict when the document is an object, else `Value::None`.
+/// `lone_surrogate` only looks at what was built.
+pub fn parse_object(
+    text: &str,
+    max_depth: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Parsed, JsonError> {
+    let mut p = Parser::new(text, max_depth, Some(keep));
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        p.skip = Some(0);
+    }
     let value = p.document()?;
     Ok(Parsed {
         value,
@@ -103,6 +112,11 @@ struct Frame {
 }
 
 struct Parser<'a> {
+    /// Which members of a top-level object to build; `None`: all of everything.
+    keep: Option<&'a dyn Fn(&str) -> bool>,
+    /// While `Some(d)`, values are checked but not built (nothing is pushed on `values` or
+    /// `keys`), until a value completes at depth `d`.
+    skip: Option<usize>,
     text: &'a str,
     b: &'a [u8],
     pos: usize,
@@ -116,7 +130,27 @@ struct Parser<'a> {
     keys: Vec<String>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, max_depth: usize, keep: Option<&'a dyn Fn(&str) -> bool>) -> Self {
+        let start = if text.starts_with('\u{feff}') {
+            '\u{feff}'.len_utf8()
+        } else {
+            0
+        };
+        Parser {
+            keep,
+            skip: None,
+            text,
+            b: text.as_bytes(),
+            pos: start,
+            max_depth: max_depth.min(HARD_MAX_DEPTH),
+            lone_surrogate: false,
+            frames: Vec::new(),
+            values: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
     fn invalid(&self) -> JsonError {
         JsonError::Invalid { offset: self.pos }
     }
@@ -173,9 +207,17 @@ impl Parser<'_> {
                     if self.pos != self.b.len() {
                         return Err(self.invalid());
                     }
-                    return Ok(value);
+                    return Ok(if self.skip.is_some() {
+                        Value::None
+                    } else {
+                        value
+                    });
                 };
-                self.values.push(value);
+                match self.skip {
+                    None => self.values.push(value),
+                    Some(d) if d == self.frames.len() => self.skip = None,
+                    Some(_) => {}
+                }
                 self.skip_ws();
                 let close = match frame.kind {
                     Kind::List => b']',
@@ -206,6 +248,11 @@ impl Parser<'_> {
             // Unreachable by construction: only called with a frame just checked or pushed.
             return Value::None;
         };
+        if self.skip.is_some() {
+            // Opened while skipping (a skip ends before its container closes): it has
+            // nothing on the scratch stacks.
+            return Value::None;
+        }
         match frame.kind {
             Kind::List => Value::List(self.values.drain(frame.values_start..).collect()),
             Kind::Dict => {
@@ -228,13 +275,23 @@ impl Parser<'_> {
         if self.peek() != Some(b'"') {
             return Err(self.invalid());
         }
+        let flagged = self.lone_surrogate;
         let k = self.string()?;
         self.skip_ws();
         if self.peek() != Some(b':') {
             return Err(self.invalid());
         }
         self.pos += 1;
-        self.keys.push(k);
+        if self.skip.is_none() {
+            match self.keep {
+                Some(keep) if self.frames.len() == 1 && !keep(&k) => {
+                    // A member not built is not looked at, its key included.
+                    self.lone_surrogate = flagged;
+                    self.skip = Some(1);
+                }
+                _ => self.keys.push(k),
+            }
+        }
         Ok(())
     }
 
@@ -303,6 +360,9 @@ impl Parser<'_> {
             }
         }
         let s = &self.text[start..self.pos];
+        if self.skip.is_some() {
+            return Ok(Value::None);
+        }
         if is_float {
             // Rust's parse is correctly rounded, like CPython's float(): 1e400 is inf.
             return s
@@ -343,24 +403,31 @@ impl Parser<'_> {
         let end = self.pos;
         self.pos += 1;
         let raw = &self.text[start..end];
+        let build = self.skip.is_none();
         if !escaped {
-            return Ok(raw.to_owned());
+            return Ok(if build { raw.to_owned() } else { String::new() });
         }
-        self.unescape(raw, start)
+        self.unescape(raw, start, build)
     }
 
     /// Decodes the escapes of `raw` (which starts at byte `base` of the text). The result is
-    /// never longer than `raw`: every escape shrinks or keeps its size.
-    fn unescape(&mut self, raw: &str, base: usize) -> Result<String, JsonError> {
+    /// never longer than `raw`: every escape shrinks or keeps its size. Without `build`, the
+    /// escapes are only checked and the result is empty.
+    fn unescape(&mut self, raw: &str, base: usize, build: bool) -> Result<String, JsonError> {
         let rb = raw.as_bytes();
-        let mut out = String::with_capacity(raw.len());
+        let mut out = String::with_capacity(if build { raw.len() } else { 0 });
+        let push = |out: &mut String, s: &str| {
+            if build {
+                out.push_str(s);
+            }
+        };
         let mut i = 0;
         while i < rb.len() {
             let Some(off) = memchr::memchr(b'\\', &rb[i..]) else {
-                out.push_str(&raw[i..]);
+                push(&mut out, &raw[i..]);
                 break;
             };
-            out.push_str(&raw[i..i + off]);
+            push(&mut out, &raw[i..i + off]);
             i += off;
             let bad = JsonError::Invalid { offset: base + i };
             let c = match rb.get(i + 1) {
@@ -382,23 +449,22 @@ impl Parser<'_> {
                             if let Some(lo @ 0xdc00..=0xdfff) = hex4(rb, i + 2) {
                                 i += 6;
                                 let cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
-                                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+                                let c = char::from_u32(cp).unwrap_or('\u{fffd}');
+                                push(&mut out, c.encode_utf8(&mut [0; 4]));
                                 continue;
                             }
                         }
                     }
-                    match char::from_u32(hi) {
-                        Some(c) => out.push(c),
-                        None => {
-                            self.lone_surrogate = true;
-                            out.push('\u{fffd}');
-                        }
-                    }
+                    let c = char::from_u32(hi).unwrap_or_else(|| {
+                        self.lone_surrogate |= build;
+                        '\u{fffd}'
+                    });
+                    push(&mut out, c.encode_utf8(&mut [0; 4]));
                     continue;
                 }
                 _ => return Err(bad),
             };
-            out.push(c);
+            push(&mut out, c.encode_utf8(&mut [0; 4]));
             i += 2;
         }
         Ok(out)

@@ -17,9 +17,13 @@
 //!   `datetime.fromtimestamp`); `true`/`false` and anything outside the years 0000–9999 (the
 //!   years RFC 3339 can write) is "does not parse", i.e. absent;
 //! - `fields` that is not an object is ignored;
-//! - a lone surrogate anywhere in a structured record's JSON (even in a key this module
-//!   ignores) counts as invalid UTF-8. A plain-text body is never JSON-decoded, so its
+//! - a lone surrogate in a member of a structured record (`msg`, `args`, `style`, `level`,
+//!   `logger`, `ts`, `fields`, keys included) counts as invalid UTF-8; members outside
+//!   SPEC §1 are ignored, their strings too. A plain-text body is never JSON-decoded, so its
 //!   `\ud800` is six ASCII characters.
+//!
+//! Only those members are built: the rest of the body, and a whole body that turns out to be
+//! plain text (a JSON array, a scalar), is checked (syntax, depth) without allocating values.
 
 use std::borrow::Cow;
 
@@ -134,6 +138,9 @@ impl Record {
     }
 }
 
+/// The members of a structured record; the others are checked as JSON but never built.
+const MEMBERS: [&str; 7] = ["msg", "args", "style", "level", "logger", "ts", "fields"];
+
 /// Decodes one body (an AMQP message or a file given to `check`).
 pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
     if body.len() > limits.max_body_bytes {
@@ -144,7 +151,7 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
     }
     let text = String::from_utf8_lossy(body);
     let lossy = matches!(text, Cow::Owned(_));
-    match json::parse(&text, limits.max_json_depth) {
+    match json::parse_object(&text, limits.max_json_depth, &|k| MEMBERS.contains(&k)) {
         Err(JsonError::TooDeep { limit, .. }) => Err(DecodeReject::JsonTooDeep { limit }),
         Ok(Parsed {
             value: Value::Dict(mut map),

@@ -549,3 +549,249 @@ fn megabyte_bodies_parse_in_one_pass() {
         eprintln!("{name}: {} bytes in {:?}", s.len(), t.elapsed());
     }
 }
+
+#[test]
+fn repr_of_decoded_values_matches_python_repr_of_json_loads() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    const TOKENS: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "\"a\"",
+        "\"\\u00e9\\n'\\\"\"",
+        "1",
+        "-0",
+        "0.1",
+        "1e20",
+        "1e-5",
+        "-0.0",
+        "1e400",
+        "NaN",
+        "-Infinity",
+        "true",
+        "false",
+        "null",
+        "123456789012345678901",
+        "\"\\u0007\\u007f\\u0085\\u2028\"",
+        "\"\\ud83d\\ude00\"",
+        "2.5E+3",
+        "\"x\"",
+    ];
+    let mut inputs: Vec<String> = TRICKY.iter().map(|s| s.to_string()).collect();
+    for _ in 0..3000 {
+        let n = rng.gen_range(1..10);
+        inputs.push(
+            (0..n)
+                .map(|_| TOKENS[rng.gen_range(0..TOKENS.len())])
+                .collect(),
+        );
+    }
+    for _ in 0..1500 {
+        let mut doc = String::new();
+        gen_doc(&mut rng, TOKENS, 0, &mut doc);
+        inputs.push(doc);
+    }
+    let valid: Vec<(String, Value)> = inputs
+        .into_iter()
+        .filter_map(|s| match parse(&s, 10_000) {
+            Ok(p) if !p.lone_surrogate => Some((s, p.value)),
+            _ => None,
+        })
+        .collect();
+    let code = "import sys, json\nfor line in sys.stdin:\n \
+                s = bytes.fromhex(line.strip()).decode()\n \
+                s = s[1:] if s.startswith('\\ufeff') else s\n \
+                print(repr(json.loads(s)).encode().hex())";
+    let feed: String = valid
+        .iter()
+        .map(|(s, _)| s.bytes().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+        .collect();
+    let Ok(mut child) = Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        return;
+    };
+    let Some(mut stdin) = child.stdin.take() else {
+        return;
+    };
+    let writer = std::thread::spawn(move || stdin.write_all(feed.as_bytes()));
+    let Ok(out) = child.wait_with_output() else {
+        return;
+    };
+    assert!(matches!(writer.join(), Ok(Ok(()))));
+    let want: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|h| {
+            let bytes: Vec<u8> = (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .collect();
+    assert_eq!(want.len(), valid.len());
+    let mut bad = Vec::new();
+    for ((s, v), want) in valid.iter().zip(&want) {
+        let mut buf = crate::format::Buf::new(1 << 20, 64);
+        let got = crate::value::write_repr(v, &mut buf).map(|()| buf.into_string());
+        if got.as_deref() != Ok(want.as_str()) {
+            bad.push(format!("{s:?}: got {got:?}, python {want:?}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        valid.len(),
+        bad.join("\n")
+    );
+    eprintln!("{} valid documents: repr identical to python", valid.len());
+}
+
+/// A random well-formed document of scalars from `tokens`' scalar entries, with whitespace
+/// and duplicate keys.
+fn gen_doc(rng: &mut ChaCha8Rng, tokens: &[&str], depth: usize, o: &mut String) {
+    const WS: &[&str] = &["", "", " ", "\n", "\t", "\r", "  "];
+    o.push_str(WS[rng.gen_range(0..WS.len())]);
+    match if depth > 4 { 2 } else { rng.gen_range(0..4) } {
+        0 => {
+            o.push('[');
+            for i in 0..rng.gen_range(0..4) {
+                if i > 0 {
+                    o.push(',');
+                }
+                gen_doc(rng, tokens, depth + 1, o);
+            }
+            o.push(']');
+        }
+        1 => {
+            o.push('{');
+            for i in 0..rng.gen_range(0..4) {
+                if i > 0 {
+                    o.push(',');
+                }
+                o.push_str(["\"a\"", "\"b\"", "\"\\u00e9\"", "\"\""][rng.gen_range(0..4)]);
+                o.push_str(WS[rng.gen_range(0..WS.len())]);
+                o.push(':');
+                gen_doc(rng, tokens, depth + 1, o);
+            }
+            o.push('}');
+        }
+        _ => loop {
+            let t = tokens[rng.gen_range(0..tokens.len())];
+            if !matches!(t, "[" | "]" | "{" | "}" | "," | ":") {
+                o.push_str(t);
+                break;
+            }
+        },
+    }
+    o.push_str(WS[rng.gen_range(0..WS.len())]);
+}
+
+#[test]
+fn parse_object_checks_like_parse_and_builds_only_kept_members() {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    const TOKENS: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "\"a\"",
+        "\"b\"",
+        "\"\\ud800\"",
+        "1",
+        "1.5",
+        "x",
+        "\"",
+        "123456789012345678901234567890",
+        "null",
+        "\\",
+        " ",
+        "{\"a\":",
+        "{\"b\":",
+    ];
+    const SCALARS: &[&str] = &[
+        "\"a\"",
+        "\"\\ud800\"",
+        "1",
+        "-1.5",
+        "NaN",
+        "null",
+        "1234567890123456789012",
+    ];
+    let mut inputs: Vec<String> = TRICKY.iter().map(|s| s.to_string()).collect();
+    for _ in 0..3000 {
+        let mut doc = String::new();
+        if rng.gen_bool(0.3) {
+            gen_doc(&mut rng, SCALARS, 0, &mut doc);
+        } else if rng.gen_bool(0.5) {
+            let mut parts = [String::new(), String::new(), String::new()];
+            for p in &mut parts {
+                gen_doc(&mut rng, SCALARS, 1, p);
+            }
+            let [x, y, z] = parts;
+            doc = format!("{{\"a\":{x},\"b\":{y},\"a\":{z}}}");
+        } else {
+            let n = rng.gen_range(1..12);
+            doc = (0..n)
+                .map(|_| TOKENS[rng.gen_range(0..TOKENS.len())])
+                .collect();
+        }
+        inputs.push(doc);
+    }
+    let keep = |k: &str| k == "a";
+    let (mut objects, mut errors) = (0, 0);
+    for s in &inputs {
+        for depth in [2, 32] {
+            let full = parse(s, depth);
+            let part = parse_object(s, depth, &keep);
+            match (&full, &part) {
+                (Err(a), Err(b)) => {
+                    assert_eq!(a, b, "{s:?}");
+                    errors += 1;
+                }
+                (
+                    Ok(Parsed {
+                        value: Value::Dict(d),
+                        ..
+                    }),
+                    Ok(p),
+                ) => {
+                    let want: IndexMap<String, Value> = d
+                        .iter()
+                        .filter(|(k, _)| keep(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let canon_of = |v: &Value| {
+                        canon(&Ok(Parsed {
+                            value: v.clone(),
+                            lone_surrogate: false,
+                        }))
+                    };
+                    assert_eq!(canon_of(&p.value), canon_of(&Value::Dict(want)), "{s:?}");
+                    objects += 1;
+                }
+                (Ok(_), Ok(p)) => assert_eq!(p.value, Value::None, "{s:?}"),
+                _ => unreachable!("{s:?}: {full:?} vs {part:?}"),
+            }
+        }
+    }
+    eprintln!(
+        "{} inputs: {objects} objects, {errors} errors",
+        inputs.len()
+    );
+    assert!(objects > 500 && errors > 500);
+    // A lone surrogate counts only where it is built.
+    let flag = |s: &str| parse_object(s, 32, &keep).map(|p| p.lone_surrogate);
+    assert_eq!(flag("{\"b\":\"\\ud800\",\"\\udc00\":1,\"a\":1}"), Ok(false));
+    assert_eq!(flag("[\"\\ud800\"]"), Ok(false));
+    assert_eq!(flag("{\"a\":{\"\\udc00\":1}}"), Ok(true));
+    assert_eq!(flag("{\"a\":[\"\\udc00\"]}"), Ok(true));
+}

@@ -213,7 +213,6 @@ fn duplicate_msg_last_one_wins() {
 }
 
 #[test]
-#[ignore = "needs value::write_str"]
 fn non_string_level_and_logger_are_python_str() {
     let r = rec("{\"msg\":\"m\",\"level\":5,\"logger\":[\"a\",true,null,1.0]}");
     assert_eq!(
@@ -282,6 +281,9 @@ fn lone_surrogate_in_a_structured_record_is_invalid_utf8() {
     assert!(r.invalid_utf8);
     assert!(rec("{\"msg\":\"m\",\"fields\":{\"\\udc00\":1}}").invalid_utf8);
     assert!(!rec("{\"msg\":\"\\ud83d\\ude00\"}").invalid_utf8);
+    // Members outside SPEC §1 are ignored, their strings too.
+    assert!(!rec("{\"msg\":\"m\",\"other\":\"\\ud800\"}").invalid_utf8);
+    assert!(!rec("{\"msg\":\"m\",\"\\ud800\":1}").invalid_utf8);
 }
 
 #[test]
@@ -387,4 +389,98 @@ fn plain_text_of_a_megabyte_costs_one_copy() {
     let r = decode(body.as_bytes(), &limits()).unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(r.msg.len(), 1 << 20);
     assert!(!r.structured);
+}
+
+/// Allocation (jemalloc's per-thread counter, size classes) for decoding typical and
+/// hostile megabyte bodies, printed for the record and bounded loosely so a regression to
+/// quadratic or unbounded growth fails.
+#[test]
+fn decoding_allocates_in_proportion_to_the_body() {
+    let obj = |inner: String| format!("{{\"msg\":\"m %s\",\"args\":{inner}}}");
+    // (name, body, the most bytes allocated per body byte)
+    let cases = [
+        ("plain text 1 MiB", "x".repeat(1 << 20), 1.1),
+        (
+            "small record",
+            "{\"msg\":\"user %s logged in\",\"args\":[\"bob\"]}".to_owned(),
+            40.0,
+        ),
+        (
+            "1 MiB string arg",
+            obj(format!("[\"{}\"]", "y".repeat((1 << 20) - 40))),
+            1.1,
+        ),
+        (
+            "~1 MiB of small ints",
+            obj(format!("[{}0]", "0,".repeat(524_000))),
+            120.0,
+        ),
+        (
+            "~1 MiB of empty lists",
+            obj(format!("[{}[]]", "[],".repeat(349_000))),
+            120.0,
+        ),
+        (
+            "~1 MiB of empty dicts",
+            obj(format!("[{}{{}}]", "{},".repeat(349_000))),
+            120.0,
+        ),
+        ("1 MiB-digit int", obj("7".repeat((1 << 20) - 30)), 200.0),
+        // Plain text that happens to be JSON, and members outside SPEC §1: checked, not built.
+        (
+            "JSON array, plain text",
+            format!("[{}0]", "0,".repeat(524_000)),
+            1.1,
+        ),
+        ("1 MiB-digit int, plain text", "7".repeat(1 << 20), 1.1),
+        (
+            "escaped strings, plain text",
+            format!("[{}0]", "\"\\n\",".repeat(200_000)),
+            1.1,
+        ),
+        (
+            "unknown member",
+            format!("{{\"msg\":\"m\",\"x\":[{}0]}}", "0,".repeat(524_000)),
+            0.1,
+        ),
+    ];
+    for (name, body, max_ratio) in cases {
+        assert!(body.len() <= 1 << 20, "{name}: {}", body.len());
+        let t = std::time::Instant::now();
+        let (r, bytes) = crate::alloc::measure(|| decode(body.as_bytes(), &limits()).map(drop));
+        let took = t.elapsed();
+        assert!(r.is_ok(), "{name}");
+        let ratio = bytes as f64 / body.len() as f64;
+        eprintln!(
+            "{name}: {} bytes body, {bytes} allocated ({ratio:.1}x), {took:?}",
+            body.len()
+        );
+        assert!(ratio <= max_ratio, "{name}: {ratio}");
+    }
+}
+
+#[test]
+fn ts_string_forms_follow_chrono_rfc3339() {
+    let cases = [
+        ("2026-11-22 10:00:00Z", Some("2026-11-22T10:00:00.000Z")),
+        ("2026-11-22t10:00:00z", Some("2026-11-22T10:00:00.000Z")),
+        (
+            "2026-11-22T10:00:00.123456789123Z",
+            Some("2026-11-22T10:00:00.123Z"),
+        ),
+        // A leap second stays one: RFC 3339 allows :60.
+        ("2026-11-22T23:59:60.5Z", Some("2026-11-22T23:59:60.500Z")),
+        ("2026-11-22T10:00Z", None),
+        (" 2026-11-22T10:00:00Z", None),
+    ];
+    for (s, want) in cases {
+        assert_eq!(
+            parse_ts(&Value::Str(s.into()))
+                .as_ref()
+                .map(format_ts)
+                .as_deref(),
+            want,
+            "{s}"
+        );
+    }
 }
