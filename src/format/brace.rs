@@ -18,6 +18,8 @@ use self::render::Walk;
 use super::{Args, Buf, Counter, Out, Reject};
 use crate::config::Limits;
 
+pub(crate) use self::fmt::int_str_len;
+
 /// A parsed `{}` template. Holds byte ranges into the `msg` it was parsed from, so it must
 /// be rendered with that same `msg`.
 #[derive(Clone, Debug)]

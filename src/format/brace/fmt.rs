@@ -531,6 +531,11 @@ fn format_int(
     write_number(&num, spec, out)
 }
 
+/// The length of `str(n)`, sign included, without converting it (no 4,300-digit rule).
+pub(crate) fn int_str_len(n: &Int) -> usize {
+    decimal_digits(n) + usize::from(n.is_negative())
+}
+
 /// The exact number of decimal digits of `|n|`, without converting it.
 fn decimal_digits(n: &Int) -> usize {
     let lo = number::int_digits_lower_bound(n, 10);
