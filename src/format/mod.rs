@@ -272,6 +272,9 @@ thread_local! {
     /// Parsed `%` templates of this thread, keyed by template text.
     static PERCENT_CACHE: RefCell<TemplateCache<Box<str>, percent::Template>> =
         RefCell::new(TemplateCache::new(cache::DEFAULT_MAX_ENTRIES, cache::DEFAULT_MAX_BYTES));
+    /// Parsed `{}` templates of this thread, keyed by template text.
+    static BRACE_CACHE: RefCell<TemplateCache<Box<str>, brace::Template>> =
+        RefCell::new(TemplateCache::new(cache::DEFAULT_MAX_ENTRIES, cache::DEFAULT_MAX_BYTES));
 }
 
 /// Renders like [`render`], reusing this thread's parsed form of `msg` when it has one.
@@ -292,7 +295,16 @@ pub fn render_cached(
             });
             percent::render_parsed(&t, msg, args, limits)
         }
-        Style::Brace | Style::Dollar => render(msg, args, style, limits),
+        Style::Brace => {
+            // A brace template cut short for one field limit re-parses itself when
+            // rendered under a larger one, so every parse is safe to cache.
+            let t = cached(&BRACE_CACHE, msg, limits.max_fields, brace::parse, |t| {
+                Some(t.heap_bytes())
+            });
+            brace::render_parsed(&t, msg, args, limits)
+        }
+        // `string.Template` parsing is one regex-like scan; nothing worth caching.
+        Style::Dollar => dollar::render(msg, args, limits),
     }
 }
 
