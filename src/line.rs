@@ -28,6 +28,10 @@ use crate::finding::{Finding, Rule};
 use crate::format::{Args, Out, Reject};
 use crate::value::{self, Int, Value};
 
+mod template;
+
+pub use template::{LineFormatError, LineTemplate};
+
 /// `--line-format` when none is given.
 pub const DEFAULT_LINE_FORMAT: &str = "{ts} {level:<5} {logger}: {message}";
 
