@@ -312,7 +312,7 @@ mod tests {
             Err("TypeError: 'int' object is not subscriptable".into())
         );
         assert_eq!(
-            r(Args::Tuple(&[five.clone()])),
+            r(Args::Tuple(std::slice::from_ref(&five))),
             Err("TypeError: list indices must be integers or slices, not str".into())
         );
         let st = Value::Str("s".into());

@@ -77,7 +77,16 @@ pub(crate) fn format_obj(
     match obj {
         Obj::Val(Value::Str(s)) => format_str(Text::Plain(s), &finalize('s', '<')?, out),
         Obj::Char(s) => format_str(Text::Plain(s), &finalize('s', '<')?, out),
-        Obj::Conv(c, src) => format_str(Text::Conv(c, src), &finalize('s', '<')?, out),
+        // CPython made the str before it read the spec: the str's errors come first.
+        Obj::Conv(_, Src::Val(Value::Int(n))) => {
+            format_int_as_str(n, finalize('s', '<'), max_out, out)
+        }
+        Obj::Conv(c, src) => {
+            if let Src::Val(v) = src {
+                value::check_printable(v)?;
+            }
+            format_str(Text::Conv(c, src), &finalize('s', '<')?, out)
+        }
         Obj::Val(Value::Int(n)) => format_int(n, tyname, &finalize('d', '>')?, max_out, out),
         Obj::Val(Value::Bool(b)) => format_int(
             &Int::Small(i64::from(*b)),
@@ -300,6 +309,56 @@ fn format_str(text: Text<'_>, spec: &Spec, out: &mut dyn Out) -> Result<(), Reje
     out.push_repeat(spec.fill, left)?;
     text.write_prefix(len, out)?;
     out.push_repeat(spec.fill, total - len - left)
+}
+
+/// `format(str(n), spec)`: the digits are made only when they can fit; when CPython's
+/// 4,300-digit rule refuses them, their size is still measured into `out` (an output over
+/// the limit wins over that error).
+fn format_int_as_str(
+    n: &Int,
+    spec: Result<Spec, Reject>,
+    max_out: usize,
+    out: &mut dyn Out,
+) -> Result<(), Reject> {
+    let error = if number::int_digits_lower_bound(n, 10) > max_out {
+        None
+    } else {
+        let mut text = String::new();
+        match number::write_int_decimal(n, &mut Collect(&mut text)) {
+            Ok(()) => return format_str(Text::Plain(&text), &spec?, out),
+            Err(e) => Some(e),
+        }
+    };
+    let spec = match (spec, error) {
+        (Ok(spec), error) => (spec, error),
+        (Err(e), None) => {
+            out.push_repeat('0', int_str_len(n))?;
+            return Err(e);
+        }
+        (Err(_), Some(e)) => return Err(e),
+    };
+    let (spec, error) = spec;
+    let chars = int_str_len(n);
+    let shown = spec.precision.map_or(chars, |p| p.min(chars));
+    out.push_repeat('0', shown.max(spec.width.unwrap_or(0)))?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// An [`Out`] into a `String` whose size is already bounded by the caller.
+struct Collect<'s>(&'s mut String);
+
+impl Out for Collect<'_> {
+    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
+        self.0.push_str(s);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// The integer digits of a number: written, or only counted (too many to make).

@@ -194,7 +194,6 @@ impl<'m> Parser<'m> {
             p += 1;
             match c {
                 b'{' => {
-                    self.note_attribute(open, name_start, p - 1);
                     return (None, Some((p - 1, SyntaxError::UnexpectedOpen)), p - 1);
                 }
                 b'[' => {
@@ -210,7 +209,6 @@ impl<'m> Parser<'m> {
             }
         }
         let Some(stop) = stop else {
-            self.note_attribute(open, name_start, end);
             return (None, Some((open, SyntaxError::ExpectedClose)), end);
         };
         let name = (name_start, p - 1);
@@ -312,11 +310,15 @@ impl<'m> Parser<'m> {
                 }
                 p += 1;
             }
-            self.note_attribute(pos, name_start, p.min(end));
+            if p < end && b[p] != b'{' {
+                self.note_attribute(pos, name_start, p);
+            }
             pos = p;
         }
     }
 
+    /// Only a field whose name is complete can be evaluated: a broken one is CPython's
+    /// syntax error, not an attribute lookup.
     fn note_attribute(&mut self, open: usize, start: usize, end: usize) {
         if self.attribute_at.is_none() && has_attribute(&self.msg[start..end.max(start)]) {
             self.attribute_at = Some(open);
@@ -390,7 +392,7 @@ mod tests {
         assert_eq!(p.count, 6);
         let (_, p) = parse("{:{:{:{:{0.x}}}}}");
         assert_eq!(p.count, 5);
-        assert_eq!(p.attribute_at, Some(0));
+        assert_eq!(p.attribute_at, Some(8));
     }
 
     #[test]
