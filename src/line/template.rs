@@ -169,7 +169,9 @@ fn default_line(mapping: &IndexMap<String, Value>) -> String {
     line.push_str(get("ts"));
     line.push(' ');
     line.push_str(level);
-    line.extend(std::iter::repeat_n(' ', pad));
+    for _ in 0..pad {
+        line.push(' ');
+    }
     line.push(' ');
     line.push_str(get("logger"));
     line.push_str(": ");
@@ -240,10 +242,9 @@ mod tests {
     }
 
     fn template(fmt: &str) -> LineTemplate {
-        match LineTemplate::new(fmt) {
-            Ok(t) => t,
-            Err(e) => panic!("{fmt:?}: {e}"),
-        }
+        let t = LineTemplate::new(fmt);
+        assert!(t.is_ok(), "{fmt:?}: {:?}", t.as_ref().err());
+        t.unwrap_or_default()
     }
 
     #[test]
