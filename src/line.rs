@@ -195,8 +195,8 @@ pub fn field_str(v: &Value) -> Cow<'_, str> {
 // ---------------------------------------------------------------------------------------
 
 /// The `--output json` line of one record, without the newline: `ts`, `level`, `logger`,
-/// `message`, then `fields` (when the record has any) and `findings` (when there are
-/// any). Values are unescaped (JSON escapes them); strings additionally escape DEL, the C1
+/// `message`, then `fields` (when the record has any: an empty `fields` object is
+/// omitted, like an absent one) and `findings` (when there are any). Values are unescaped (JSON escapes them); strings additionally escape DEL, the C1
 /// controls, U+2028/U+2029 and the bidi controls as `\u` escapes, so the JSON line is as
 /// safe on a terminal as the text line and decodes to the same strings.
 pub fn json_line(parts: &LineParts<'_>, findings: &[Finding]) -> String {
@@ -209,7 +209,7 @@ pub fn json_line(parts: &LineParts<'_>, findings: &[Finding]) -> String {
     json_str(parts.logger, &mut out);
     out.push_str(",\"message\":");
     json_str(parts.message, &mut out);
-    if let Some(fields) = parts.fields {
+    if let Some(fields) = parts.fields.filter(|f| !f.is_empty()) {
         out.push_str(",\"fields\":");
         json_object(fields, &mut out);
     }
@@ -734,12 +734,13 @@ mod tests {
 
     #[test]
     fn json_line_omits_empty_fields_and_findings() {
+        let empty = IndexMap::new();
         let parts = LineParts {
             ts: "t",
             level: "INFO",
             logger: "root",
             message: "m",
-            fields: None,
+            fields: Some(&empty),
         };
         assert_eq!(
             json_line(&parts, &[]),
