@@ -37,13 +37,17 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, u64) {
 /// epoch; meant for a periodic sampler, not the per-message path.
 pub fn process_allocated() -> Option<u64> {
     tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|v| v as u64)
+    tikv_jemalloc_ctl::stats::allocated::read()
+        .ok()
+        .map(|v| v as u64)
 }
 
 /// Process-wide resident bytes (`stats.resident`), refreshed like [`process_allocated`].
 pub fn process_resident() -> Option<u64> {
     tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::resident::read().ok().map(|v| v as u64)
+    tikv_jemalloc_ctl::stats::resident::read()
+        .ok()
+        .map(|v| v as u64)
 }
 
 #[cfg(test)]
@@ -70,6 +74,9 @@ mod tests {
                 s.spawn(|| std::hint::black_box(vec![0u8; 1 << 20]));
             });
         });
-        assert!(bytes < 64 << 10, "another thread's MiB was charged here: {bytes}");
+        assert!(
+            bytes < 64 << 10,
+            "another thread's MiB was charged here: {bytes}"
+        );
     }
 }

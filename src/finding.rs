@@ -129,16 +129,22 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(rule: Rule, offset: Option<usize>, detail: impl Into<String>) -> Self {
-        Finding { rule, severity: rule.severity(), offset, detail: detail.into() }
+        Finding {
+            rule,
+            severity: rule.severity(),
+            offset,
+            detail: detail.into(),
+        }
     }
-
 }
 
 /// Sorts findings as SPEC §1 lists them: by offset (nulls last), then rule id.
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
         let key = |f: &Finding| (f.offset.is_none(), f.offset.unwrap_or(0));
-        key(a).cmp(&key(b)).then_with(|| a.rule.id().cmp(b.rule.id()))
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.rule.id().cmp(b.rule.id()))
     });
 }
 
@@ -167,7 +173,12 @@ mod tests {
         let rules: Vec<_> = v.iter().map(|f| f.rule).collect();
         assert_eq!(
             rules,
-            [Rule::FormatLikeText, Rule::BidiControl, Rule::LookupSyntax, Rule::ControlChars]
+            [
+                Rule::FormatLikeText,
+                Rule::BidiControl,
+                Rule::LookupSyntax,
+                Rule::ControlChars
+            ]
         );
     }
 }

@@ -13,16 +13,24 @@
 //! - [`detect`]: the warn-only detector (control chars, bidi, lookup syntax, format-like text).
 //! - [`alloc`]: the jemalloc global allocator and per-thread allocation measurement.
 //! - [`pipeline`]: bytes -> outcome, the one synchronous path `check` and `consume` share.
+//! - [`faults`]: failpoints in the render path for fault-injection tests (feature-gated).
+//! - [`sandbox`]: a long-lived child worker under rlimits that renders suspects.
+//! - [`check`]: the `check` subcommand: read, run, report.
+//! - [`cli`]: clap types; raw flags -> validated settings.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod alloc;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod faults;
 pub mod finding;
 pub mod format;
 pub mod json;
 pub mod line;
 pub mod pipeline;
 pub mod record;
+pub mod sandbox;
 pub mod value;

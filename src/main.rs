@@ -1,1 +1,45 @@
-fn main() {}
+//! The `logfence` binary: parse flags, dispatch, map errors to exit codes.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use logfence::cli::{Cli, Command};
+use logfence::{check, faults, pipeline::Pipeline, sandbox};
+
+fn main() -> ExitCode {
+    faults::setup();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check(args) => {
+            let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
+            ExitCode::from(status as u8)
+        }
+        Command::SandboxWorker(args) => {
+            let pipeline = match Pipeline::new(args.limits.limits(), &args.line.line_format) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("logfence sandbox worker: --line-format: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            match sandbox::serve(&pipeline, io::stdin().lock(), io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("logfence sandbox worker: {e}");
+                    ExitCode::from(70)
+                }
+            }
+        }
+    }
+}

@@ -4,9 +4,17 @@
 //! with the allocation of the whole section measured by jemalloc's per-thread counter.
 //! Nothing here awaits: that is what makes the measurement belong to this record alone.
 
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::finding::Finding;
+use crate::config::Limits;
+use crate::finding::{sort_findings, Finding, Rule};
+use crate::format::{self, Reject};
+use crate::line::{self, LineFormatError, LineParts, LineTemplate};
+use crate::record::{self, DecodeReject, Record};
+use crate::{alloc, detect, faults};
 
 /// What became of a record (SPEC §3 `verdict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,12 +44,17 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// The rendered message when `ok`.
     pub message: Option<String>,
-    /// The exact line the consumer writes to its sink (no trailing newline).
-    pub line: String,
+    /// The exact line the consumer writes to its sink (no trailing newline); `None` when
+    /// it writes none (a crashed record goes to the dead-letter queue instead).
+    pub line: Option<String>,
+    /// The record's template (`msg`), cut to the output limit: what finding offsets point
+    /// into, for reports. Not part of the JSON report.
+    pub msg: Option<String>,
     /// Sorted by offset (nulls last), then rule; at most one `reject`.
     pub findings: Vec<Finding>,
-    /// Bytes allocated while parsing and rendering (jemalloc size classes).
-    pub alloc_bytes: u64,
+    /// Bytes allocated while parsing and rendering (jemalloc size classes); `None` when
+    /// the run did not finish.
+    pub alloc_bytes: Option<u64>,
     /// Wall time of the same section, in microseconds.
     pub elapsed_us: u64,
 }
@@ -49,6 +62,281 @@ pub struct Outcome {
 impl Outcome {
     /// The `reject` finding, if any.
     pub fn reject(&self) -> Option<&Finding> {
-        self.findings.iter().find(|f| f.rule.severity() == crate::finding::Severity::Reject)
+        self.findings
+            .iter()
+            .find(|f| f.rule.severity() == crate::finding::Severity::Reject)
+    }
+}
+
+/// How each line is written (`--output`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// The `--line-format` template, escaped.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configured path from bytes to outcome. Cheap to share: it holds the limits and the
+/// parsed line template, nothing per message.
+#[derive(Debug)]
+pub struct Pipeline {
+    limits: Limits,
+    line: LineTemplate,
+    output: OutputFormat,
+    /// Read jemalloc's per-thread counter around each record (always, but for the
+    /// benchmark that measures what the reading costs).
+    account_alloc: bool,
+}
+
+/// What the measured section produced, before the line is laid out.
+struct Evaluated {
+    /// The decoded record, or why the body was not decoded.
+    record: Result<Record, DecodeReject>,
+    /// The rendered (or verbatim) message, or the one reject finding.
+    message: Result<String, Finding>,
+    /// Warn findings (the reject, if any, is added later).
+    warnings: Vec<Finding>,
+}
+
+impl Pipeline {
+    /// A pipeline with these limits and line template; the template is checked here,
+    /// once, so a bad `--line-format` is a start-up error, never a per-message one.
+    pub fn new(limits: Limits, line_format: &str) -> Result<Pipeline, LineFormatError> {
+        Ok(Pipeline {
+            limits,
+            line: LineTemplate::new(line_format)?,
+            output: OutputFormat::Text,
+            account_alloc: true,
+        })
+    }
+
+    pub fn with_output(mut self, output: OutputFormat) -> Pipeline {
+        self.output = output;
+        self
+    }
+
+    /// Turns allocation accounting off: only for measuring its cost. Without it
+    /// `alloc_bytes` is `None` and `--alloc-budget` is not enforced.
+    pub fn with_alloc_accounting(mut self, on: bool) -> Pipeline {
+        self.account_alloc = on;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Processes one body received now.
+    pub fn process(&self, body: &[u8]) -> Outcome {
+        self.process_at(body, Utc::now())
+    }
+
+    /// Processes one body; `received` stands in for a missing or unparseable `ts`.
+    pub fn process_at(&self, body: &[u8], received: DateTime<Utc>) -> Outcome {
+        let started = Instant::now();
+        let section = || {
+            let evaluated = self.evaluate(body);
+            let line = self.line_for(&evaluated, body, received);
+            (evaluated, line)
+        };
+        let ((evaluated, line), alloc_bytes) = if self.account_alloc {
+            let (v, bytes) = alloc::measure(section);
+            (v, Some(bytes))
+        } else {
+            (section(), None)
+        };
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let Evaluated {
+            record,
+            message,
+            mut warnings,
+        } = evaluated;
+        let (mut message, mut line) = (message, line);
+        if message.is_ok() && alloc_bytes.is_some_and(|b| b > self.limits.alloc_budget) {
+            // The safety net: the formatter's own bounds should make this unreachable.
+            let reject = Finding::new(
+                Rule::AllocBudget,
+                None,
+                format!(
+                    "allocated {} bytes > budget {} while parsing and rendering",
+                    alloc_bytes.unwrap_or(0),
+                    self.limits.alloc_budget
+                ),
+            );
+            message = Err(reject);
+            line = self.line_for(
+                &Evaluated {
+                    record: record.clone(),
+                    message: message.clone(),
+                    warnings: vec![],
+                },
+                body,
+                received,
+            );
+        }
+        let msg = record
+            .as_ref()
+            .ok()
+            .map(|r| cut(&r.msg, self.limits.max_output_bytes));
+        let (verdict, message) = match message {
+            Ok(m) => (Verdict::Ok, Some(m)),
+            Err(reject) => {
+                warnings.push(reject);
+                (Verdict::Rejected, None)
+            }
+        };
+        sort_findings(&mut warnings);
+        Outcome {
+            verdict,
+            message,
+            line: Some(line),
+            msg,
+            findings: warnings,
+            alloc_bytes,
+            elapsed_us,
+        }
+    }
+
+    /// guard, parse, detect, render: everything whose allocation is the record's own.
+    fn evaluate(&self, body: &[u8]) -> Evaluated {
+        let record = match record::decode(body, &self.limits) {
+            Ok(r) => r,
+            Err(reject) => {
+                return Evaluated {
+                    message: Err(reject.to_finding()),
+                    record: Err(reject),
+                    warnings: Vec::new(),
+                }
+            }
+        };
+        let args = record.args();
+        let others = record.args.iter().flat_map(detect::value_strings).chain(
+            record
+                .fields
+                .iter()
+                .flat_map(|f| f.values().flat_map(detect::value_strings)),
+        );
+        let warnings = detect::detect(&record.msg, args.is_none(), others, record.invalid_utf8);
+        let message = self.render(&record).map_err(|r| r.to_finding());
+        Evaluated {
+            record: Ok(record),
+            message,
+            warnings,
+        }
+    }
+
+    /// The message of a decoded record: verbatim without args, else rendered.
+    fn render(&self, record: &Record) -> Result<String, Reject> {
+        let Some(args) = record.args() else {
+            if record.msg.len() > self.limits.max_output_bytes {
+                return Err(Reject::OutputTooLarge {
+                    at_least: record.msg.len(),
+                    limit: self.limits.max_output_bytes,
+                });
+            }
+            return Ok(record.msg.clone());
+        };
+        let Some(style) = record.style.known() else {
+            return Err(Reject::format_error(
+                "ValueError",
+                "Style must be one of: %,{,$",
+            ));
+        };
+        faults::before_render(&record.msg);
+        format::render_cached(&record.msg, args, style, &self.limits)
+    }
+
+    /// The line for an evaluated record: its message, or its marked fallback.
+    fn line_for(&self, e: &Evaluated, body: &[u8], received: DateTime<Utc>) -> String {
+        let limit = self.limits.max_output_bytes;
+        let (record, fallback) = match (&e.record, &e.message) {
+            (Ok(r), Ok(_)) => (Some(r), None),
+            (Ok(r), Err(reject)) => (
+                Some(r),
+                Some(line::fallback_message(reject.rule, &r.msg, r.args(), limit)),
+            ),
+            (Err(reject), _) => (None, Some(unparsed_fallback(reject.rule(), body, limit))),
+        };
+        let ts = record.and_then(|r| r.ts).unwrap_or(received);
+        let ts = record::format_ts(&ts);
+        let message = match (&fallback, &e.message) {
+            (Some(fb), _) => fb.as_str(),
+            (None, Ok(m)) => m.as_str(),
+            (None, Err(_)) => "",
+        };
+        let parts = LineParts {
+            ts: &ts,
+            level: record.map_or(record::DEFAULT_LEVEL, |r| r.level.as_str()),
+            logger: record.map_or(record::DEFAULT_LOGGER, |r| r.logger.as_str()),
+            message,
+            fields: record.and_then(|r| r.fields.as_ref()),
+        };
+        match self.output {
+            OutputFormat::Text => self.line.render(&parts),
+            OutputFormat::Json => {
+                let mut findings = e.warnings.clone();
+                if let Err(reject) = &e.message {
+                    findings.push(reject.clone());
+                }
+                sort_findings(&mut findings);
+                line::json_line(&parts, &findings)
+            }
+        }
+    }
+}
+
+/// The fallback message of a body that was not parsed: the body, decoded lossily, stands
+/// in for the template. Only the part that can appear is decoded, so a 1 GiB body costs
+/// what its first `limit` bytes cost; the cut is still counted in decoded bytes.
+fn unparsed_fallback(rule: Rule, body: &[u8], limit: usize) -> String {
+    let head = &body[..body.len().min(limit.saturating_add(4))];
+    let text = String::from_utf8_lossy(head);
+    if head.len() == body.len() {
+        return line::fallback_message(rule, &text, None, limit);
+    }
+    // Each raw byte decodes to at least one byte, so the first `limit` decoded bytes of
+    // the head are the first `limit` decoded bytes of the whole body.
+    let kept = cut(&text, limit);
+    let total: usize = body
+        .utf8_chunks()
+        .map(|c| {
+            c.valid().len()
+                + if c.invalid().is_empty() {
+                    0
+                } else {
+                    '\u{FFFD}'.len_utf8()
+                }
+        })
+        .sum();
+    let mut message = line::fallback_message(rule, &kept, None, usize::MAX);
+    message.push_str(&format!("…[truncated {} bytes]", total - kept.len()));
+    message
+}
+
+/// The first `limit` bytes of `s`, at a character boundary.
+fn cut(s: &str, limit: usize) -> String {
+    let mut i = limit.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    s[..i].to_string()
+}
+
+/// Processes `body` with `limits` and the default line format: the one-call form.
+pub fn process(body: &[u8], limits: &Limits) -> Outcome {
+    match Pipeline::new(limits.clone(), line::DEFAULT_LINE_FORMAT) {
+        Ok(p) => p.process(body),
+        // The default template is a constant that the tests parse; this cannot happen.
+        Err(e) => Outcome {
+            verdict: Verdict::Crashed,
+            message: None,
+            line: None,
+            msg: None,
+            findings: vec![Finding::new(Rule::Crash, None, e.to_string())],
+            alloc_bytes: None,
+            elapsed_us: 0,
+        },
     }
 }

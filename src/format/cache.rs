@@ -54,7 +54,9 @@ impl<K: Hash + Eq + Clone, T> TemplateCache<K, T> {
             return;
         }
         while self.map.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             if let Some((_, b)) = self.map.remove(&old) {
                 self.bytes -= b;
             }
@@ -101,6 +103,9 @@ mod tests {
             assert!(c.bytes() <= 100);
         }
         c.insert(1000, Arc::new(0), 101);
-        assert!(c.get(&1000).is_none(), "an entry bigger than the bound is not cached");
+        assert!(
+            c.get(&1000).is_none(),
+            "an entry bigger than the bound is not cached"
+        );
     }
 }

@@ -72,20 +72,36 @@ pub enum Reject {
     TooManyFields { count: usize, limit: usize },
     /// A width (literal, `*` arg or nested field) over `--max-width`. Values that do not fit
     /// in a u64 saturate at `u64::MAX`. `offset` is the byte offset of the spec in `msg`.
-    WidthTooLarge { offset: usize, width: u64, limit: u64 },
+    WidthTooLarge {
+        offset: usize,
+        width: u64,
+        limit: u64,
+    },
     /// A precision over `--max-precision`.
-    PrecisionTooLarge { offset: usize, precision: u64, limit: u64 },
+    PrecisionTooLarge {
+        offset: usize,
+        precision: u64,
+        limit: u64,
+    },
     /// The rendered message would be longer than `--max-output-bytes`. `at_least` is a lower
     /// bound of the size it would have had.
     OutputTooLarge { at_least: usize, limit: usize },
     /// CPython would raise: `exception` is the type (`TypeError`), `message` its text.
     /// `offset` is the byte offset in `msg` when it names a place.
-    FormatError { exception: &'static str, message: String, offset: Option<usize> },
+    FormatError {
+        exception: &'static str,
+        message: String,
+        offset: Option<usize>,
+    },
 }
 
 impl Reject {
     pub fn format_error(exception: &'static str, message: impl Into<String>) -> Reject {
-        Reject::FormatError { exception, message: message.into(), offset: None }
+        Reject::FormatError {
+            exception,
+            message: message.into(),
+            offset: None,
+        }
     }
 
     pub fn rule(&self) -> Rule {
@@ -122,13 +138,20 @@ impl Reject {
             Reject::WidthTooLarge { width, limit, .. } => {
                 format!("width {width} > limit {limit}{}", would_allocate(*width))
             }
-            Reject::PrecisionTooLarge { precision, limit, .. } => {
-                format!("precision {precision} > limit {limit}{}", would_allocate(*precision))
+            Reject::PrecisionTooLarge {
+                precision, limit, ..
+            } => {
+                format!(
+                    "precision {precision} > limit {limit}{}",
+                    would_allocate(*precision)
+                )
             }
             Reject::OutputTooLarge { at_least, limit } => {
                 format!("output of at least {at_least} bytes > limit {limit}")
             }
-            Reject::FormatError { exception, message, .. } => format!("{exception}: {message}"),
+            Reject::FormatError {
+                exception, message, ..
+            } => format!("{exception}: {message}"),
         }
     }
 
@@ -189,7 +212,10 @@ impl Buf {
     /// A buffer that will never hold more than `limit` bytes. `capacity_hint` is clamped to
     /// the limit.
     pub fn new(limit: usize, capacity_hint: usize) -> Buf {
-        Buf { s: String::with_capacity(capacity_hint.min(limit)), limit }
+        Buf {
+            s: String::with_capacity(capacity_hint.min(limit)),
+            limit,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -201,7 +227,10 @@ impl Buf {
     }
 
     fn too_large(&self, extra: usize) -> Reject {
-        Reject::OutputTooLarge { at_least: self.s.len().saturating_add(extra), limit: self.limit }
+        Reject::OutputTooLarge {
+            at_least: self.s.len().saturating_add(extra),
+            limit: self.limit,
+        }
     }
 }
 
@@ -261,7 +290,10 @@ impl Counter {
     fn push_bytes(&mut self, bytes: usize) -> Result<(), Reject> {
         let n = self.n.saturating_add(bytes);
         if n > self.limit {
-            return Err(Reject::OutputTooLarge { at_least: n, limit: self.limit });
+            return Err(Reject::OutputTooLarge {
+                at_least: n,
+                limit: self.limit,
+            });
         }
         self.n = n;
         Ok(())
@@ -290,9 +322,13 @@ pub fn render_cached(
     }
     match style {
         Style::Percent => {
-            let t = cached(&PERCENT_CACHE, msg, limits.max_fields, percent::parse, |t| {
-                (!t.truncated).then(|| t.heap_bytes())
-            });
+            let t = cached(
+                &PERCENT_CACHE,
+                msg,
+                limits.max_fields,
+                percent::parse,
+                |t| (!t.truncated).then(|| t.heap_bytes()),
+            );
             percent::render_parsed(&t, msg, args, limits)
         }
         Style::Brace => {

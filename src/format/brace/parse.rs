@@ -212,7 +212,6 @@ impl<'m> Parser<'m> {
             return (None, Some((open, SyntaxError::ExpectedClose)), end);
         };
         let name = (name_start, p - 1);
-        self.note_attribute(open, name.0, name.1);
         let mut field = Field {
             start: open,
             name,
@@ -220,6 +219,7 @@ impl<'m> Parser<'m> {
             spec: FieldSpec::Empty,
         };
         if stop == b'}' {
+            self.note_attribute(open, name.0, name.1);
             return (Some(field), None, p);
         }
         let mut err = None;
@@ -231,7 +231,10 @@ impl<'m> Parser<'m> {
             p += conv.len_utf8();
             if p < end {
                 match b[p] {
-                    b'}' => return (Some(field), None, p + 1),
+                    b'}' => {
+                        self.note_attribute(open, name.0, name.1);
+                        return (Some(field), None, p + 1);
+                    }
                     b':' => p += 1,
                     // Resynchronise as if the ':' were there.
                     _ => err = Some((p, SyntaxError::ExpectedColon)),
@@ -252,6 +255,9 @@ impl<'m> Parser<'m> {
                 b'}' => {
                     count -= 1;
                     if count == 0 {
+                        if err.is_none() {
+                            self.note_attribute(open, name.0, name.1);
+                        }
                         field.spec = self.spec(spec_start, p - 1, nested, depth);
                         return (Some(field), err, p);
                     }
@@ -317,8 +323,8 @@ impl<'m> Parser<'m> {
         }
     }
 
-    /// Only a field whose name is complete can be evaluated: a broken one is CPython's
-    /// syntax error, not an attribute lookup.
+    /// Called only for a field that parses cleanly: a broken one is CPython's syntax error,
+    /// never an attribute lookup.
     fn note_attribute(&mut self, open: usize, start: usize, end: usize) {
         if self.attribute_at.is_none() && has_attribute(&self.msg[start..end.max(start)]) {
             self.attribute_at = Some(open);

@@ -1,0 +1,176 @@
+//! Command-line types (clap) and their conversion into validated settings.
+//! Every limit flag also reads its `LOGFENCE_*` environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Limits};
+
+/// logfence: a memory-capped log-formatting sidecar for RabbitMQ consumers.
+#[derive(Debug, Parser)]
+#[command(name = "logfence", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tell what logfence would do with a message, and why, rendering it in a sandbox.
+    Check(CheckArgs),
+    /// Internal: the sandbox worker `check` and `consume` re-execute; reads records on stdin.
+    #[command(hide = true, name = "__sandbox-worker")]
+    SandboxWorker(SandboxWorkerArgs),
+}
+
+/// The limits of SPEC §2, shared by `check` and `consume`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Bodies larger than this are `body-too-large` and never parsed (bytes; K/M/G, KiB/MiB/GiB suffixes).
+    #[arg(long, env = "LOGFENCE_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_bytes_usize)]
+    pub max_body_bytes: usize,
+    /// JSON nested deeper than this is `json-too-deep` (the top-level object is depth 1).
+    #[arg(long, env = "LOGFENCE_MAX_JSON_DEPTH", default_value_t = config::DEFAULT_MAX_JSON_DEPTH)]
+    pub max_json_depth: usize,
+    /// A width above this (literal, `*` or nested) is `width-too-large`.
+    #[arg(long, env = "LOGFENCE_MAX_WIDTH", default_value_t = config::DEFAULT_MAX_WIDTH)]
+    pub max_width: u64,
+    /// A precision above this is `precision-too-large`.
+    #[arg(long, env = "LOGFENCE_MAX_PRECISION", default_value_t = config::DEFAULT_MAX_PRECISION)]
+    pub max_precision: u64,
+    /// More specifiers / replacement fields than this in one template is `too-many-fields`.
+    #[arg(long, env = "LOGFENCE_MAX_FIELDS", default_value_t = config::DEFAULT_MAX_FIELDS)]
+    pub max_fields: usize,
+    /// A rendered message longer than this is `output-too-large` (bytes).
+    #[arg(long, env = "LOGFENCE_MAX_OUTPUT_BYTES", default_value = "64KiB", value_parser = parse_bytes_usize)]
+    pub max_output_bytes: usize,
+    /// Bytes one record may allocate while parsed and rendered (`alloc-budget`).
+    #[arg(long, env = "LOGFENCE_ALLOC_BUDGET", default_value = "8MiB", value_parser = parse_bytes_u64)]
+    pub alloc_budget: u64,
+    /// Wall-clock bound of one sandboxed run (`timeout`): e.g. 250ms, 2s.
+    #[arg(long, env = "LOGFENCE_FORMAT_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub format_timeout: Duration,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_json_depth: self.max_json_depth,
+            max_width: self.max_width,
+            max_precision: self.max_precision,
+            max_fields: self.max_fields,
+            max_output_bytes: self.max_output_bytes,
+            alloc_budget: self.alloc_budget,
+            format_timeout: self.format_timeout,
+        }
+    }
+}
+
+/// What the line around each message looks like.
+#[derive(Debug, Clone, Args)]
+pub struct LineArgs {
+    /// The line template: `{`-style over ts, level, logger, message and the record's fields.
+    #[arg(long, env = "LOGFENCE_LINE_FORMAT", default_value = crate::line::DEFAULT_LINE_FORMAT)]
+    pub line_format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub line: LineArgs,
+    /// One JSON report per record, one per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Render in this process instead of a sandboxed child (faster; a crash is fatal).
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Record files (one record body each), directories (every regular file, by name), or `-`.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxWorkerArgs {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub line: LineArgs,
+}
+
+/// `4096`, `64KiB`, `1MiB`, `1M`, `2G`: binary multiples for `Ki/Mi/Gi` and `K/M/G` alike
+/// (memory limits are binary in practice; Kubernetes' `Mi` is accepted too).
+pub fn parse_bytes_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte size (e.g. 4096, 64KiB, 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "ki" | "kib" => 1 << 10,
+        "m" | "mb" | "mi" | "mib" => 1 << 20,
+        "g" | "gb" | "gi" | "gib" => 1 << 30,
+        "t" | "tb" | "ti" | "tib" => 1 << 40,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+pub fn parse_bytes_usize(s: &str) -> Result<usize, String> {
+    let n = parse_bytes_u64(s)?;
+    usize::try_from(n).map_err(|_| format!("'{s}' is too large"))
+}
+
+/// `250ms`, `2s`, `1.5s`, or a plain number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("'{s}' is not a duration (e.g. 250ms, 2s)");
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(v * scale).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_accept_binary_suffixes() {
+        assert_eq!(parse_bytes_u64("4096"), Ok(4096));
+        assert_eq!(parse_bytes_u64("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes_u64("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes_u64("256Mi"), Ok(256 << 20));
+        assert!(parse_bytes_u64("12 parsecs").is_err());
+        assert!(parse_bytes_u64("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn durations_accept_ms_and_s() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("100"), Ok(Duration::from_millis(100)));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,94 @@
+//! Fault injection for tests: failpoints in the render path, compiled in only with the
+//! `failpoints` feature (never in release builds). Armed through the `FAILPOINTS`
+//! environment variable of the `fail` crate, e.g. `FAILPOINTS=render-abort=return(POISON)`:
+//! the argument is a marker, and the fault fires only for a record whose `msg` contains it
+//! (no argument: every record). The same marker works in the main process and in the
+//! sandbox worker alike, which is what the poison tests need.
+//!
+//! - `render-panic`: panics.
+//! - `render-abort`: aborts the process (SIGABRT), as an infallible allocation failure would.
+//! - `render-alloc`: allocates without bound (dies under the sandbox's address-space limit).
+//! - `render-loop`: spins forever (the sandbox's timeout ends it).
+
+/// Every failpoint name, for tests and docs.
+pub const FAILPOINTS: [&str; 4] = [
+    "render-panic",
+    "render-abort",
+    "render-alloc",
+    "render-loop",
+];
+
+/// Called with the template just before it is rendered.
+#[inline]
+pub fn before_render(msg: &str) {
+    #[cfg(feature = "failpoints")]
+    armed::before_render(msg);
+    #[cfg(not(feature = "failpoints"))]
+    let _ = msg;
+}
+
+/// Installs the failpoints named in `FAILPOINTS`; a no-op without the feature.
+pub fn setup() {
+    #[cfg(feature = "failpoints")]
+    {
+        let scenario = fail::FailScenario::setup();
+        // The scenario must outlive the process; it is only torn down at exit.
+        std::mem::forget(scenario);
+    }
+}
+
+#[cfg(feature = "failpoints")]
+#[allow(clippy::panic)]
+mod armed {
+    fn fires(arg: &Option<String>, msg: &str) -> bool {
+        match arg.as_deref() {
+            None | Some("") => true,
+            Some(marker) => msg.contains(marker),
+        }
+    }
+
+    pub fn before_render(msg: &str) {
+        panic_point(msg);
+        abort_point(msg);
+        alloc_point(msg);
+        loop_point(msg);
+    }
+
+    fn panic_point(msg: &str) {
+        fail::fail_point!("render-panic", |arg| {
+            if fires(&arg, msg) {
+                panic!("failpoint render-panic");
+            }
+        });
+    }
+
+    fn abort_point(msg: &str) {
+        fail::fail_point!("render-abort", |arg| {
+            if fires(&arg, msg) {
+                std::process::abort();
+            }
+        });
+    }
+
+    fn alloc_point(msg: &str) {
+        fail::fail_point!("render-alloc", |arg| {
+            if fires(&arg, msg) {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 64 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+        });
+    }
+
+    fn loop_point(msg: &str) {
+        fail::fail_point!("render-loop", |arg| {
+            if fires(&arg, msg) {
+                loop {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    }
+}
