@@ -402,10 +402,12 @@ fn span_len(s: &str) -> usize {
                             return i + 1;
                         }
                     }
-                    _ if depth == 0 && i > 0 && b[0] == b'$' => {
-                        if !(c.is_ascii_alphanumeric() || c == '_') {
-                            return i;
-                        }
+                    _ if depth == 0
+                        && i > 0
+                        && b[0] == b'$'
+                        && !(c.is_ascii_alphanumeric() || c == '_') =>
+                    {
+                        return i;
                     }
                     _ => {}
                 }

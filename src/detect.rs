@@ -315,6 +315,12 @@ const LOOKUP_PREFIXES: [&str; 22] = [
 
 /// The `{}` field-body regex, built once; `None` if it failed to build within its limits
 /// (it never should: a test pins it), and the brace rule then stays quiet.
+/// Builds the detector's regex now, so its one-time cost (a few MiB, tens of ms) is paid at
+/// start-up and never charged to the first record that needs it.
+pub fn warm_up() {
+    let _ = brace_field_regex();
+}
+
 fn brace_field_regex() -> Option<&'static Regex> {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
     RE.get_or_init(|| {

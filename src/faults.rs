@@ -75,7 +75,10 @@ mod armed {
             if fires(&arg, msg) {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 64 << 20]);
+                    // Address space, not pages: the limit is reached in a few steps.
+                    let mut chunk: Vec<u8> = Vec::with_capacity(64 << 20);
+                    chunk.push(1);
+                    hoard.push(chunk);
                     std::hint::black_box(&hoard);
                 }
             }

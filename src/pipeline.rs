@@ -104,6 +104,7 @@ impl Pipeline {
     /// A pipeline with these limits and line template; the template is checked here,
     /// once, so a bad `--line-format` is a start-up error, never a per-message one.
     pub fn new(limits: Limits, line_format: &str) -> Result<Pipeline, LineFormatError> {
+        detect::warm_up();
         Ok(Pipeline {
             limits,
             line: LineTemplate::new(line_format)?,

@@ -266,11 +266,18 @@ fn read_stderr_tail(stderr: &mut ChildStderr) -> String {
     let mut buf = Vec::new();
     let _ = stderr.take(4096).read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    let line = text
-        .lines()
-        .find(|l| l.contains("panicked"))
-        .or_else(|| text.lines().last());
-    line.unwrap_or("").trim().chars().take(300).collect()
+    let lines: Vec<&str> = text.lines().collect();
+    // A panic is reported as "thread 'main' panicked at FILE:LINE:COL:" then its message.
+    let words = match lines.iter().position(|l| l.contains("panicked")) {
+        Some(i) => lines[i..]
+            .iter()
+            .take(2)
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => lines.last().map_or(String::new(), |l| l.trim().to_string()),
+    };
+    words.chars().take(300).collect()
 }
 
 #[derive(Debug)]

@@ -1,2 +1,3 @@
+mod check_cli;
 mod differential;
 mod fixtures;
