@@ -390,7 +390,7 @@ fn differential_logfence_matches_cpython() {
         }
         for (k, (c, a, ok, err)) in &t.kinds {
             summary.push_str(&format!(
-                "    kind {k:<18} {a}/{c} agree (CPython: {ok} rendered, {err} raised)\n"
+                "    kind {k:<24} {a}/{c} agree (CPython: {ok} rendered, {err} raised)\n"
             ));
         }
     }

@@ -49,6 +49,8 @@ pub fn cases(style: &'static str, n: usize, seed: u64) -> Vec<Case> {
         _ => 3,
     };
     let mut g = G {
+        literal_overs: false,
+        no_nested: false,
         rng: ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt),
     };
     (0..n).map(|_| g.case(style)).collect()
@@ -293,6 +295,12 @@ const INDEX_KEYS: &[&str] = &["a", "k", "name", "x y", "é"];
 
 struct G {
     rng: ChaCha8Rng,
+    /// Over-limit widths/precisions only as template literals (not `*` args or nested
+    /// fields), so breaking the args cannot take the over-limit value away.
+    literal_overs: bool,
+    /// No nested fields: in malformed templates the args they read are shifted by the
+    /// breakage, and a shifted float read as a whole spec (`-4.5e-23`) is a precision.
+    no_nested: bool,
 }
 
 impl G {
@@ -379,6 +387,7 @@ impl G {
         }
     }
 
+    #[allow(clippy::excessive_precision)] // 9.999999999999999e22: a repr edge, on purpose
     fn float_val(&mut self) -> f64 {
         const SPECIAL: &[f64] = &[
             0.1,
@@ -549,10 +558,14 @@ impl G {
     }
 
     fn small_prec(&mut self) -> u64 {
-        if self.chance(0.8) {
+        let r: f64 = self.rng.gen();
+        if r < 0.8 {
             self.rng.gen_range(0..8)
-        } else {
+        } else if r < 0.98 {
             self.rng.gen_range(8..40)
+        } else {
+            // long float expansions, up to the limit itself
+            self.rng.gen_range(100..=4096)
         }
     }
 
@@ -618,6 +631,9 @@ impl G {
                 self.boundary_output(style)
             };
         }
+        if self.chance(0.15) {
+            return self.over_broken(style);
+        }
         let n_specs = self.rng.gen_range(1..5);
         let at = self.rng.gen_range(0..n_specs);
         if r < 0.35 {
@@ -660,6 +676,43 @@ impl G {
         } else {
             self.boundary_wp(style)
         }
+    }
+
+    /// An over-limit literal width/precision in a template whose args CPython would
+    /// refuse anyway: the limit wins (SPEC §1 "Fine points").
+    fn over_broken(&mut self, style: &'static str) -> Case {
+        let n = self.rng.gen_range(1..5);
+        let at = self.rng.gen_range(0..n);
+        let (width, prec) = match self.rng.gen_range(0..3) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        self.literal_overs = true;
+        let mut c = self.template_n(
+            style,
+            Mode::Over { at, width, prec },
+            "limit-over-broken-args",
+            n,
+        );
+        self.literal_overs = false;
+        let args = super::pyjson::parse(&c.args).ok();
+        c.args = match (self.rng.gen_range(0..3), args) {
+            (0, Some(logfence::value::Value::List(xs))) if xs.len() > 1 => {
+                // one arg too few
+                let mut t = String::new();
+                super::pyjson::to_text(
+                    &logfence::value::Value::List(xs[..xs.len() - 1].to_vec()),
+                    &mut t,
+                );
+                t
+            }
+            (1, _) => {
+                "[null, null, null, null, null, null, null, null, null, null, null]".to_string()
+            }
+            _ => "\"one scalar\"".to_string(),
+        };
+        c
     }
 
     fn template_n(
@@ -768,7 +821,7 @@ impl G {
         }
         // width
         if over_w {
-            if !mapping && self.chance(0.4) {
+            if !mapping && !self.literal_overs && self.chance(0.4) {
                 b.msg.push('*');
                 let v = self.over_int(true);
                 b.pos.push(v);
@@ -784,14 +837,19 @@ impl G {
                 b.msg.push_str(&w.to_string());
             } else {
                 b.msg.push('*');
-                let w = self.range(-30, 30);
-                b.pos.push(J::int(w));
+                let w = match self.rng.gen_range(0..20) {
+                    0 => J::Bool(true),
+                    1 => J::Float(5.0),
+                    2 => J::Str("5".into()),
+                    _ => J::int(self.range(-30, 30)),
+                };
+                b.pos.push(w);
             }
         }
         // precision
         if over_p {
             b.msg.push('.');
-            if !mapping && self.chance(0.4) {
+            if !mapping && !self.literal_overs && self.chance(0.4) {
                 b.msg.push('*');
                 let v = self.over_int(false);
                 b.pos.push(v);
@@ -1028,7 +1086,9 @@ impl G {
         } else {
             mode
         };
+        self.no_nested = mode == Mode::Malformed;
         let args = self.brace_n(b, inner, n, numbering);
+        self.no_nested = false;
         if mode == Mode::Malformed {
             return self.brace_break(b, args, numbering);
         }
@@ -1158,8 +1218,11 @@ impl G {
         over_w: bool,
         over_p: bool,
     ) {
+        // A spec with an over-limit literal has no nested field when the args will be
+        // broken: a spec whose nested field fails has no precision to speak of.
+        let no_nested_here = self.no_nested || ((over_w || over_p) && self.literal_overs);
         // A whole nested spec (`{:{}}`) now and then.
-        if !over_w && !over_p && self.chance(0.06) {
+        if !over_w && !over_p && !self.no_nested && self.chance(0.06) {
             let spec = match class {
                 Class::Str => self.pick(&[">10", "^7", ".3", "", "*<6", "s", "5.2"]),
                 Class::Int => self.pick(&["+05d", ",", "x", "#o", "^+9", "_b", ""]),
@@ -1169,7 +1232,7 @@ impl G {
             self.nested(b, numbering, J::Str(spec.to_string()));
             return;
         }
-        if over_w && !over_p && self.chance(0.1) {
+        if over_w && !over_p && !self.literal_overs && self.chance(0.1) {
             // the over-limit width arrives through a whole nested spec
             let t = self.over_text();
             self.nested(b, numbering, J::Str(format!(">{t}")));
@@ -1203,7 +1266,7 @@ impl G {
         }
         // width
         if over_w {
-            if self.chance(0.35) {
+            if !self.literal_overs && self.chance(0.35) {
                 let v = self.over_int(false);
                 self.nested(b, numbering, v);
             } else {
@@ -1211,7 +1274,7 @@ impl G {
             }
             b.overs.push(Rule::WidthTooLarge);
         } else if self.chance(0.5) {
-            if self.chance(0.15) {
+            if !no_nested_here && self.chance(0.15) {
                 let w = self.small_width() as i64;
                 self.nested(b, numbering, J::int(w));
             } else {
@@ -1266,7 +1329,7 @@ impl G {
         };
         if over_p {
             b.msg.push('.');
-            if self.chance(0.35) {
+            if !self.literal_overs && self.chance(0.35) {
                 let v = self.over_int(false);
                 self.nested(b, numbering, v);
             } else {
@@ -1275,7 +1338,7 @@ impl G {
             b.overs.push(Rule::PrecisionTooLarge);
         } else if prec_ok && self.chance(0.35) {
             b.msg.push('.');
-            if self.chance(0.15) {
+            if !no_nested_here && self.chance(0.15) {
                 let p = self.small_prec() as i64;
                 self.nested(b, numbering, J::int(p));
             } else {
