@@ -110,7 +110,10 @@ impl Spec {
 pub fn parse(msg: &str, max_fields: usize) -> Template {
     let bytes = msg.as_bytes();
     let store_limit = max_fields.saturating_add(1);
-    let mut items = Vec::new();
+    // One allocation of about the right size: a literal and a spec per `%`, capped by what
+    // is stored. Growing by doubling would allocate (and count) about three times as much.
+    let percents = memchr::memchr_iter(b'%', bytes).count();
+    let mut items = Vec::with_capacity(percents.min(store_limit).saturating_mul(2) + 1);
     let mut field_count = 0usize;
     let mut truncated = false;
     let mut pos = 0usize;
@@ -153,7 +156,6 @@ pub fn parse(msg: &str, max_fields: usize) -> Template {
             items.push(Item::Spec(spec));
         }
     }
-    items.shrink_to_fit();
     Template {
         items,
         field_count,
@@ -464,6 +466,8 @@ fn check_width_precision(
     limits: &Limits,
 ) -> Result<(), Reject> {
     let mut st = ArgState::new(args);
+    // Every `*` and every conversion takes its own arg, whatever its type: a `*` that
+    // finds no int is CPython's error, but it does not shift which arg the next one reads.
     for item in &t.items {
         let Item::Spec(spec) = item else { continue };
         if let Some(k) = &spec.key {
@@ -472,11 +476,7 @@ fn check_width_precision(
         let width = match spec.width {
             Num::Absent => None,
             Num::Lit(w) => Some(w),
-            Num::Star => st
-                .next()
-                .ok()
-                .and_then(Arg::as_int)
-                .map(|n| saturated_abs(&n)),
+            Num::Star => star_arg(&mut st).map(|n| saturated_abs(&n)),
         };
         if let Some(width) = width.filter(|&w| w > limits.max_width) {
             return Err(Reject::WidthTooLarge {
@@ -488,7 +488,7 @@ fn check_width_precision(
         let precision = match spec.precision {
             Num::Absent => None,
             Num::Lit(p) => Some(p),
-            Num::Star => st.next().ok().and_then(Arg::as_int).map(|n| {
+            Num::Star => star_arg(&mut st).map(|n| {
                 if n.is_negative() {
                     0
                 } else {
@@ -508,6 +508,11 @@ fn check_width_precision(
         }
     }
     Ok(())
+}
+
+/// The int a `*` takes, if it is one.
+fn star_arg<'a>(st: &mut ArgState<'a>) -> Option<Cow<'a, Int>> {
+    st.next().ok().and_then(Arg::as_int)
 }
 
 /// Passes 2 and 3. Counting (`counting`): a CPython error is noted (the first one is
@@ -533,7 +538,11 @@ fn run(
             if !counting || matches!(e, Reject::OutputTooLarge { .. }) {
                 return Err(e);
             }
-            first.get_or_insert(e);
+            // CPython stops here. What a later spec would have taken from the args is
+            // unknowable (a spec that failed half-way has consumed some of its args), so
+            // the count stops too: only a size the template could really have produced
+            // wins over CPython's error.
+            return Ok(Some(e));
         }
     }
     if let Err(e) = st.all_converted() {
