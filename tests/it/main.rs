@@ -1,3 +1,4 @@
 mod check_cli;
 mod differential;
 mod fixtures;
+mod properties;
