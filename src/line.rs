@@ -709,11 +709,22 @@ mod tests {
     }
 
     #[test]
-    fn fallback_repr_writes_too_long_ints_in_full() {
+    fn fallback_repr_names_too_long_ints_without_converting_them() {
+        // Regression: a 999,000-digit arg was converted in full (quadratic: seconds) just
+        // to be cut to the output limit, and the sandbox timed the record out.
         let n: num_bigint::BigInt = num_bigint::BigInt::from(10u8).pow(5000);
-        let args = [Value::Int(Int::Big(n))];
-        let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 10);
-        assert!(m.ends_with("%d (100000000…[truncated 4994 bytes]"), "{m}");
+        let args = [
+            Value::Int(Int::Big(n - 1u8)),
+            Value::Int(Int::Big(10u8.into())),
+        ];
+        let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
+        assert!(m.ends_with("%d (<int of 5000 digits>, 10)"), "{m}");
+        let huge = num_bigint::BigInt::from(10u8).pow(999_000);
+        let args = [Value::Int(Int::Big(huge))];
+        let started = std::time::Instant::now();
+        let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
+        assert!(m.ends_with("%d (<int of 999001 digits>,)"), "{m}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

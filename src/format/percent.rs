@@ -510,6 +510,16 @@ fn check_width_precision(
     Ok(())
 }
 
+/// How many positional args a spec takes: one per `*`, one for its conversion.
+fn args_taken(spec: &Spec) -> isize {
+    let stars = [spec.width, spec.precision]
+        .iter()
+        .filter(|n| **n == Num::Star)
+        .count();
+    let conv = usize::from(matches!(spec.conv, Conv::Char { .. }));
+    (stars + conv) as isize
+}
+
 /// The int a `*` takes, if it is one.
 fn star_arg<'a>(st: &mut ArgState<'a>) -> Option<Cow<'a, Int>> {
     st.next().ok().and_then(Arg::as_int)
@@ -530,6 +540,7 @@ fn run(
     let mut first: Option<Reject> = None;
     let limit = limits.max_output_bytes;
     for item in &t.items {
+        let before = st.argidx;
         let r = match item {
             Item::Literal(r) => out.push_str(&msg[r.clone()]),
             Item::Spec(spec) => format_spec(spec, msg, &mut st, out, limit),
@@ -538,11 +549,13 @@ fn run(
             if !counting || matches!(e, Reject::OutputTooLarge { .. }) {
                 return Err(e);
             }
-            // CPython stops here. What a later spec would have taken from the args is
-            // unknowable (a spec that failed half-way has consumed some of its args), so
-            // the count stops too: only a size the template could really have produced
-            // wins over CPython's error.
-            return Ok(Some(e));
+            // CPython stops here; the count goes on, so that a later limit still wins. A
+            // spec that failed half-way has taken only some of its args: skip the rest, so
+            // every later spec reads the arg it would have read (as the width check does).
+            if let Item::Spec(spec) = item {
+                st.argidx = before.saturating_add(args_taken(spec)).max(st.argidx);
+            }
+            first.get_or_insert(e);
         }
     }
     if let Err(e) = st.all_converted() {
