@@ -819,7 +819,7 @@ mod tests {
         ]);
         let mut m = IndexMap::new();
         m.insert("${env:K}".to_string(), Value::Str("v".into()));
-        let fields = Value::Dict(m);
+        let fields = Value::Dict(Box::new(m));
         let f = detect(
             "%s",
             false,
@@ -956,10 +956,10 @@ mod tests {
         );
         let mut m = IndexMap::new();
         m.insert("k1".to_string(), Value::Str("a".into()));
-        m.insert("d".to_string(), Value::Dict(inner));
+        m.insert("d".to_string(), Value::Dict(Box::new(inner)));
         let v = Value::List(vec![
             Value::Str("x".into()),
-            Value::Dict(m),
+            Value::Dict(Box::new(m)),
             Value::Bool(true),
         ]);
         let got: Vec<&str> = value_strings(&v).collect();

@@ -265,7 +265,7 @@ impl<'a> Parser<'a> {
                     // value: exactly a Python dict built left to right.
                     map.insert(k, v);
                 }
-                Value::Dict(map)
+                Value::Dict(Box::new(map))
             }
         }
     }
@@ -373,7 +373,7 @@ impl<'a> Parser<'a> {
         if let Ok(n) = s.parse::<i64>() {
             return Ok(Value::Int(Int::Small(n)));
         }
-        Ok(Value::Int(Int::Big(parse_big(s))))
+        Ok(Value::Int(Int::Big(Box::new(parse_big(s)))))
     }
 
     /// A string starting at the opening quote. Raw control characters are refused

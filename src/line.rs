@@ -714,13 +714,13 @@ mod tests {
         // to be cut to the output limit, and the sandbox timed the record out.
         let n: num_bigint::BigInt = num_bigint::BigInt::from(10u8).pow(5000);
         let args = [
-            Value::Int(Int::Big(n - 1u8)),
-            Value::Int(Int::Big(10u8.into())),
+            Value::Int(Int::Big(Box::new(n - 1u8))),
+            Value::Int(Int::Big(Box::new(10u8.into()))),
         ];
         let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
         assert!(m.ends_with("%d (<int of 5000 digits>, 10)"), "{m}");
         let huge = num_bigint::BigInt::from(10u8).pow(999_000);
-        let args = [Value::Int(Int::Big(huge))];
+        let args = [Value::Int(Int::Big(Box::new(huge)))];
         let started = std::time::Instant::now();
         let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
         assert!(m.ends_with("%d (<int of 999001 digits>,)"), "{m}");
@@ -733,7 +733,9 @@ mod tests {
         fields.insert("n".to_string(), int(3));
         fields.insert(
             "big".to_string(),
-            Value::Int(Int::Big("18446744073709551616".parse().unwrap_or_default())),
+            Value::Int(Int::Big(Box::new(
+                "18446744073709551616".parse().unwrap_or_default(),
+            ))),
         );
         fields.insert(
             "l".to_string(),

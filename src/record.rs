@@ -160,7 +160,7 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
             let Some(Value::Str(msg)) = map.swap_remove("msg") else {
                 return Ok(Record::plain(text.into_owned(), lossy));
             };
-            Ok(structured(msg, map, lossy || lone_surrogate, limits))
+            Ok(structured(msg, *map, lossy || lone_surrogate, limits))
         }
         Ok(_) | Err(JsonError::Invalid { .. }) => Ok(Record::plain(text.into_owned(), lossy)),
     }
@@ -191,7 +191,7 @@ fn structured(
     let logger = text_field(take("logger"), DEFAULT_LOGGER, limits);
     let ts = take("ts").as_ref().and_then(parse_ts);
     let fields = match take("fields") {
-        Some(Value::Dict(d)) => Some(d),
+        Some(Value::Dict(d)) => Some(*d),
         _ => None,
     };
     Record {

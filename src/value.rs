@@ -18,7 +18,8 @@ use crate::format::{Out, Reject};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Int {
     Small(i64),
-    Big(BigInt),
+    /// Boxed: keeps `Int` (and so every `Value`) small; big ints are rare.
+    Big(Box<BigInt>),
 }
 
 impl Int {
@@ -30,7 +31,7 @@ impl Int {
     pub fn from_bigint(b: BigInt) -> Int {
         match b.to_i64() {
             Some(v) => Int::Small(v),
-            None => Int::Big(b),
+            None => Int::Big(Box::new(b)),
         }
     }
 
@@ -51,7 +52,7 @@ impl Int {
     pub fn to_bigint(&self) -> BigInt {
         match self {
             Int::Small(v) => BigInt::from(*v),
-            Int::Big(b) => b.clone(),
+            Int::Big(b) => (**b).clone(),
         }
     }
 
@@ -120,7 +121,7 @@ pub enum Value {
     Str(String),
     List(Vec<Value>),
     /// Insertion-ordered; a duplicate key keeps its first position and its last value.
-    Dict(IndexMap<String, Value>),
+    Dict(Box<IndexMap<String, Value>>),
 }
 
 impl Value {
@@ -319,6 +320,18 @@ impl Out for AsciiOut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_stay_small_because_parsing_allocates_one_per_json_value() {
+        // A 1 MiB args array of small ints is ~500k values: at 72 bytes each that was
+        // 38 MB before a single byte of output. Boxing the rare big variants halves it.
+        assert!(
+            std::mem::size_of::<Value>() <= 32,
+            "{}",
+            std::mem::size_of::<Value>()
+        );
+        assert!(std::mem::size_of::<Int>() <= 16);
+    }
     use crate::format::Buf;
 
     fn render(f: fn(&Value, &mut dyn Out) -> Result<(), Reject>, v: &Value) -> String {
@@ -370,9 +383,12 @@ mod tests {
             "l".to_string(),
             Value::List(vec![Value::Bool(true), Value::Float(1e20)]),
         );
-        let d = Value::Dict(m);
+        let d = Value::Dict(Box::new(m));
         assert_eq!(render(write_str, &d), "{'k': None, 'l': [True, 1e+20]}");
-        assert_eq!(render(write_str, &Value::Dict(IndexMap::new())), "{}");
+        assert_eq!(
+            render(write_str, &Value::Dict(Box::new(IndexMap::new()))),
+            "{}"
+        );
         assert_eq!(render(write_str, &Value::List(vec![])), "[]");
         assert_eq!(render(write_str, &s("x'y")), "x'y");
         assert_eq!(render(write_repr, &Value::Float(-0.0)), "-0.0");

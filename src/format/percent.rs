@@ -412,7 +412,8 @@ impl<'a> ArgState<'a> {
                     "format requires a mapping",
                 ))
             }
-            Some(Arg::Map(m)) | Some(Arg::V(Value::Dict(m))) => m.get(key),
+            Some(Arg::Map(m)) => m.get(key),
+            Some(Arg::V(Value::Dict(m))) => m.get(key),
             Some(Arg::V(v)) => {
                 return Err(Reject::format_error(
                     "TypeError",
@@ -1132,7 +1133,11 @@ mod tests {
             err("KeyError", "'b'")
         );
         assert_eq!(
-            render("%(a)s", Args::Tuple(&[Value::Dict(m.clone())]), &l),
+            render(
+                "%(a)s",
+                Args::Tuple(&[Value::Dict(Box::new(m.clone()))]),
+                &l
+            ),
             err("TypeError", "format requires a mapping")
         );
         assert_eq!(

@@ -174,7 +174,7 @@ fn brace_type_errors_name_the_object() {
 fn brace_index_access_reads_lists_dicts_and_str() {
     let mut m = IndexMap::new();
     m.insert("k".to_string(), Value::List(vec![i(7), s("hé")]));
-    let d = Value::Dict(m.clone());
+    let d = Value::Dict(Box::new(m.clone()));
     assert_eq!(fmt("{0[k][1][1]}", &[d]), Ok("é".into()));
     let r = render("{k[0]}-{k[1]!r}", Args::Mapping(&m), &Limits::default());
     assert_eq!(r, Ok("7-'hé'".into()));

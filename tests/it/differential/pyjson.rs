@@ -58,7 +58,7 @@ impl Parser<'_> {
                 let mut m = IndexMap::new();
                 self.ws();
                 if self.eat("}") {
-                    return Ok(Value::Dict(m));
+                    return Ok(Value::Dict(Box::new(m)));
                 }
                 loop {
                     self.ws();
@@ -72,7 +72,7 @@ impl Parser<'_> {
                     m.insert(k, v);
                     self.ws();
                     if self.eat("}") {
-                        return Ok(Value::Dict(m));
+                        return Ok(Value::Dict(Box::new(m)));
                     }
                     if !self.eat(",") {
                         return Err(format!("expected ',' or '}}' at {}", self.i));
@@ -198,7 +198,7 @@ fn int_from_text(t: &str) -> Result<Int, String> {
     let b: BigInt = t.parse().map_err(|e| format!("bad int {t:?}: {e}"))?;
     Ok(match i64::try_from(&b) {
         Ok(v) => Int::Small(v),
-        Err(_) => Int::Big(b),
+        Err(_) => Int::Big(Box::new(b)),
     })
 }
 
