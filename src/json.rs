@@ -74,12 +74,19 @@ pub fn parse(text: &str, max_depth: usize) -> Result<Parsed, JsonError> {
 ///
 /// `value` is the (filtered) dict when the document is an object, else `Value::None`.
 /// `lone_surrogate` only looks at what was built.
+///
+/// `huge_int(key)`, for a kept member: the digit count above which an int literal in it is
+/// kept as an [`Int::huge_literal`] (counted, never converted), `None` for exact ints. A
+/// record's args can never render such a literal, and converting a million digits costs
+/// seconds and hundreds of MB.
 pub fn parse_object(
     text: &str,
     max_depth: usize,
     keep: &dyn Fn(&str) -> bool,
+    huge_int: &HugeInt,
 ) -> Result<Parsed, JsonError> {
     let mut p = Parser::new(text, max_depth, Some(keep));
+    p.huge_int = Some(huge_int);
     p.skip_ws();
     if p.peek() != Some(b'{') {
         p.skip = Some(0);
@@ -90,6 +97,9 @@ pub fn parse_object(
         lone_surrogate: p.lone_surrogate,
     })
 }
+
+/// Per top-level member: the digit count above which its int literals are only counted.
+pub type HugeInt = dyn Fn(&str) -> Option<usize>;
 
 /// Python's JSON whitespace: exactly these four.
 fn is_ws(b: u8) -> bool {
@@ -114,6 +124,10 @@ struct Frame {
 struct Parser<'a> {
     /// Which members of a top-level object to build; `None`: all of everything.
     keep: Option<&'a dyn Fn(&str) -> bool>,
+    /// Per top-level member, where int literals stop being converted (see [`parse_object`]).
+    huge_int: Option<&'a HugeInt>,
+    /// That digit count for the member being read.
+    huge_digits: Option<usize>,
     /// While `Some(d)`, values are checked but not built (nothing is pushed on `values` or
     /// `keys`), until a value completes at depth `d`.
     skip: Option<usize>,
@@ -139,6 +153,8 @@ impl<'a> Parser<'a> {
         };
         Parser {
             keep,
+            huge_int: None,
+            huge_digits: None,
             skip: None,
             text,
             b: text.as_bytes(),
@@ -289,7 +305,12 @@ impl<'a> Parser<'a> {
                     self.lone_surrogate = flagged;
                     self.skip = Some(1);
                 }
-                _ => self.keys.push(k),
+                _ => {
+                    if self.frames.len() == 1 {
+                        self.huge_digits = self.huge_int.and_then(|f| f(&k));
+                    }
+                    self.keys.push(k)
+                }
             }
         }
         Ok(())
@@ -372,6 +393,13 @@ impl<'a> Parser<'a> {
         }
         if let Ok(n) = s.parse::<i64>() {
             return Ok(Value::Int(Int::Small(n)));
+        }
+        let digits = s.trim_start_matches('-');
+        if self.huge_digits.is_some_and(|max| digits.len() > max) {
+            return Ok(Value::Int(Int::huge_literal(
+                digits.len(),
+                digits.len() < s.len(),
+            )));
         }
         Ok(Value::Int(Int::Big(Box::new(parse_big(s)))))
     }

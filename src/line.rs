@@ -715,7 +715,7 @@ mod tests {
         let n: num_bigint::BigInt = num_bigint::BigInt::from(10u8).pow(5000);
         let args = [
             Value::Int(Int::Big(Box::new(n - 1u8))),
-            Value::Int(Int::Big(Box::new(10u8.into()))),
+            Value::Int(Int::Small(10)),
         ];
         let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
         assert!(m.ends_with("%d (<int of 5000 digits>, 10)"), "{m}");

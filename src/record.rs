@@ -32,6 +32,7 @@ use indexmap::IndexMap;
 
 use crate::config::Limits;
 use crate::finding::{Finding, Rule};
+use crate::format::number::INT_MAX_STR_DIGITS;
 use crate::format::{Args, Buf, Style};
 use crate::json::{self, JsonError, Parsed};
 use crate::value::{Int, Value};
@@ -151,7 +152,15 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
     }
     let text = String::from_utf8_lossy(body);
     let lossy = matches!(text, Cow::Owned(_));
-    match json::parse_object(&text, limits.max_json_depth, &|k| MEMBERS.contains(&k)) {
+    let huge = huge_int_digits(limits);
+    // `fields` are carried into the JSON line, exact; every other member only renders.
+    let huge_int = move |k: &str| (k != "fields").then_some(huge);
+    match json::parse_object(
+        &text,
+        limits.max_json_depth,
+        &|k| MEMBERS.contains(&k),
+        &huge_int,
+    ) {
         Err(JsonError::TooDeep { limit, .. }) => Err(DecodeReject::JsonTooDeep { limit }),
         Ok(Parsed {
             value: Value::Dict(mut map),
@@ -164,6 +173,15 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
         }
         Ok(_) | Err(JsonError::Invalid { .. }) => Ok(Record::plain(text.into_owned(), lossy)),
     }
+}
+
+/// The digit count above which an int literal can never be rendered within `limits`, in
+/// any base, so its value is never needed ([`Int::huge_literal`]). Hexadecimal is the
+/// shortest: a `d`-digit int has at least `floor((d-1)·log16 10) + 1 > 0.83·(d-1)` hex
+/// digits, which exceeds `max_output_bytes` once `d > 1.25·max_output_bytes + 2`; above
+/// CPython's 4,300 digits, `str()` raises whatever the limit.
+pub fn huge_int_digits(limits: &Limits) -> usize {
+    INT_MAX_STR_DIGITS.max(limits.max_output_bytes.saturating_mul(5) / 4 + 2)
 }
 
 /// The structured record from the object's other members (`msg` already taken out).

@@ -14,11 +14,17 @@ use num_traits::{ToPrimitive, Zero};
 use crate::format::number::{self, int_digits_lower_bound, INT_MAX_STR_DIGITS};
 use crate::format::{Out, Reject};
 
-/// A Python int. Small values stay inline; `Big` only holds values outside `i64`.
+/// A Python int. Small values stay inline; `Big` only holds values outside `i64`, or a
+/// literal too long ever to be rendered (see [`Int::huge_literal`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Int {
     Small(i64),
     /// Boxed: keeps `Int` (and so every `Value`) small; big ints are rare.
+    ///
+    /// A `Big` whose value fits in an `i64` (which a real big int never does) is a huge
+    /// literal: it holds its decimal digit count, with the literal's sign. Kept inside
+    /// `Big` rather than as a variant of its own so that code matching `Small` / `Big`
+    /// (every `Big` is "too large for a machine word") stays right for it.
     Big(Box<BigInt>),
 }
 
@@ -32,6 +38,28 @@ impl Int {
         match b.to_i64() {
             Some(v) => Int::Small(v),
             None => Int::Big(Box::new(b)),
+        }
+    }
+
+    /// An int literal of `digits` decimal digits (more than could ever be rendered within
+    /// the limits, in any base) kept without its value: converting a million digits costs
+    /// seconds and hundreds of MB, and every behaviour of such an int follows from its
+    /// digit count and sign (`str()` is too long, `float()` overflows, a `*` width is over
+    /// the limit, the fallback names it `<int of N digits>`). Its methods answer from those;
+    /// [`Int::to_bigint`] cannot.
+    pub fn huge_literal(digits: usize, negative: bool) -> Int {
+        let count = BigInt::from(i64::try_from(digits).unwrap_or(i64::MAX));
+        Int::Big(Box::new(if negative { -count } else { count }))
+    }
+
+    /// The decimal digit count of a [`huge literal`](Int::huge_literal); `None` for an int
+    /// that holds its value.
+    pub fn literal_digits(&self) -> Option<usize> {
+        match self {
+            Int::Small(_) => None,
+            Int::Big(b) => b
+                .to_i64()
+                .map(|d| usize::try_from(d.unsigned_abs()).unwrap_or(usize::MAX)),
         }
     }
 
@@ -49,35 +77,54 @@ impl Int {
         }
     }
 
+    /// The value. A [huge literal](Int::huge_literal) has none: the smallest magnitude of
+    /// its digit count (`±10^(digits-1)`) stands in. No caller needs it: every size
+    /// question about one is answered from its digit count first.
     pub fn to_bigint(&self) -> BigInt {
-        match self {
-            Int::Small(v) => BigInt::from(*v),
-            Int::Big(b) => (**b).clone(),
+        match (self, self.literal_digits()) {
+            (Int::Small(v), _) => BigInt::from(*v),
+            (Int::Big(b), None) => (**b).clone(),
+            (Int::Big(b), Some(d)) => {
+                let m = num_traits::pow(BigInt::from(10u8), d.saturating_sub(1));
+                if b.sign() == Sign::Minus {
+                    -m
+                } else {
+                    m
+                }
+            }
         }
     }
 
-    /// The value as an `i64`, if it fits.
+    /// The value as an `i64`, if it fits (a `Big` never does).
     pub fn to_i64(&self) -> Option<i64> {
         match self {
             Int::Small(v) => Some(*v),
-            Int::Big(b) => b.to_i64(),
+            Int::Big(_) => None,
         }
     }
 
-    /// Python's `int.bit_length()`: bits of `|n|`, 0 for zero.
+    /// Python's `int.bit_length()`: bits of `|n|`, 0 for zero. For a
+    /// [huge literal](Int::huge_literal), the fewest bits an int of its digit count has.
     pub fn bits(&self) -> u64 {
-        match self {
-            Int::Small(v) => u64::from(64 - v.unsigned_abs().leading_zeros()),
-            Int::Big(b) => b.bits(),
+        match (self, self.literal_digits()) {
+            (Int::Small(v), _) => u64::from(64 - v.unsigned_abs().leading_zeros()),
+            (Int::Big(b), None) => b.bits(),
+            // |n| >= 10^(d-1) >= 2^floor((d-1)·log2 10); the constant is a hair under it.
+            (Int::Big(_), Some(d)) => {
+                let d = u128::try_from(d.saturating_sub(1)).unwrap_or(u128::MAX);
+                let b = d.saturating_mul(3_321_928_094) / 1_000_000_000 + 1;
+                u64::try_from(b).unwrap_or(u64::MAX)
+            }
         }
     }
 
     /// CPython's `float(n)`, correctly rounded; `None` is its `OverflowError: int too large
-    /// to convert to float`.
+    /// to convert to float` (always, for a huge literal).
     pub fn to_f64(&self) -> Option<f64> {
-        let f = match self {
-            Int::Small(v) => *v as f64,
-            Int::Big(b) => b.to_f64()?,
+        let f = match (self, self.literal_digits()) {
+            (Int::Small(v), _) => *v as f64,
+            (Int::Big(b), None) => b.to_f64()?,
+            (Int::Big(_), Some(_)) => return None,
         };
         f.is_finite().then_some(f)
     }

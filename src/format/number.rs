@@ -330,6 +330,15 @@ pub fn int_magnitude_digits(n: &Int, radix: u32, upper: bool) -> Result<String, 
     if radix == 10 && int_digits_lower_bound(n, 10) > INT_MAX_STR_DIGITS {
         return Err(int_too_long());
     }
+    if n.literal_digits().is_some() {
+        // A huge literal is longer than the output limit in every base: the decoder keeps
+        // one only then, and callers refuse by `int_digits_lower_bound` before converting.
+        let at_least = int_digits_lower_bound(n, radix);
+        return Err(Reject::OutputTooLarge {
+            at_least,
+            limit: at_least.saturating_sub(1),
+        });
+    }
     let mut s = match n {
         Int::Small(v) => {
             let m = v.unsigned_abs();
@@ -353,8 +362,12 @@ pub fn int_magnitude_digits(n: &Int, radix: u32, upper: bool) -> Result<String, 
 
 /// A lower bound of the number of digits of `|n|` in `radix`, computed from its bit length
 /// without converting, so a size check never pays for the conversion it would refuse.
-/// Exact for radix 2, 8 and 16.
+/// Exact for radix 2, 8 and 16, and for radix 10 of a [huge literal](Int::huge_literal)
+/// (its digit count is what it holds).
 pub fn int_digits_lower_bound(n: &Int, radix: u32) -> usize {
+    if let (Some(d), 10) = (n.literal_digits(), radix) {
+        return d;
+    }
     let bits = n.bits().max(1);
     match radix {
         2 => usize::try_from(bits).unwrap_or(usize::MAX),
@@ -371,6 +384,9 @@ pub fn int_digits_lower_bound(n: &Int, radix: u32) -> usize {
 
 /// An upper bound of the number of decimal digits of `|n|` (from its bit length).
 pub fn int_decimal_digits_upper_bound(n: &Int) -> usize {
+    if let Some(d) = n.literal_digits() {
+        return d;
+    }
     let bits = n.bits().max(1);
     let d = (u128::from(bits) * 30_103_000_000) / 100_000_000_000 + 1;
     usize::try_from(d).unwrap_or(usize::MAX)

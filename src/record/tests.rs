@@ -484,3 +484,124 @@ fn ts_string_forms_follow_chrono_rfc3339() {
         );
     }
 }
+
+/// `(template, style, args)` bodies with `N` standing for the huge int.
+const HUGE_INT_CASES: &[(&str, &str, &str)] = &[
+    ("%d", "%", "[N]"),
+    ("%i|%u", "%", "[N, N]"),
+    ("%x", "%", "[N]"),
+    ("%#X", "%", "[N]"),
+    ("%#o", "%", "[N]"),
+    ("%+-12d", "%", "[N]"),
+    ("%s", "%", "[N]"),
+    ("%r", "%", "[[N, 1]]"),
+    ("%a", "%", "[N]"),
+    ("%.3s", "%", "[N]"),
+    ("%e", "%", "[N]"),
+    ("%f", "%", "[N]"),
+    ("%G", "%", "[N]"),
+    ("%c", "%", "[N]"),
+    ("%*d", "%", "[N, 1]"),
+    ("%.*f", "%", "[N, 1.5]"),
+    ("%d %d", "%", "[N]"),
+    ("%(a)s", "%", "{\"a\": N}"),
+    ("%d", "%", "N"),
+    ("{}", "{", "[N]"),
+    ("{!r:>5}", "{", "[N]"),
+    ("{:x}", "{", "[N]"),
+    ("{:b}", "{", "[N]"),
+    ("{:#o}", "{", "[N]"),
+    ("{:_X}", "{", "[N]"),
+    ("{:,}", "{", "[N]"),
+    ("{:.3}", "{", "[N]"),
+    ("{:e}", "{", "[N]"),
+    ("{:%}", "{", "[N]"),
+    ("{:c}", "{", "[N]"),
+    ("{:s}", "{", "[N]"),
+    ("{:>{}}", "{", "[1, N]"),
+    ("{0[0]}", "{", "[N]"),
+    ("{a}", "{", "{\"a\": N}"),
+    ("$a", "$", "{\"a\": N}"),
+];
+
+/// What a render came to, with an output-too-large's lower bound left out: that figure
+/// is "at least", from whichever bound was at hand.
+fn verdict(r: Result<String, crate::format::Reject>) -> String {
+    match r {
+        Ok(s) => format!("ok {s}"),
+        Err(crate::format::Reject::OutputTooLarge { limit, .. }) => {
+            format!("output-too-large {limit}")
+        }
+        Err(e) => format!("{}: {}", e.rule().id(), e.detail()),
+    }
+}
+
+#[test]
+fn huge_int_literal_renders_exactly_as_its_value_would() {
+    for max_output_bytes in [1_000, 8_000] {
+        let l = Limits {
+            max_output_bytes,
+            ..Limits::default()
+        };
+        let digits = huge_int_digits(&l) + 1;
+        for sign in ["", "-"] {
+            let n = format!("{sign}7{}", "3".repeat(digits - 1));
+            for (msg, style, args) in HUGE_INT_CASES {
+                let args = args.replace('N', &n);
+                let body =
+                    format!("{{\"msg\": \"{msg}\", \"style\": \"{style}\", \"args\": {args}}}");
+                let lazy = decode(body.as_bytes(), &l).unwrap_or_else(|e| unreachable!("{e}"));
+                let exact = json::parse(&args, 8)
+                    .map(|p| p.value)
+                    .unwrap_or(Value::None);
+                let style = lazy.style.known().unwrap_or(Style::Percent);
+                let Some(lazy_args) = lazy.args() else {
+                    unreachable!("{body}")
+                };
+                let exact_args = match &exact {
+                    Value::List(items) => Args::Tuple(items),
+                    Value::Dict(map) => Args::Mapping(map),
+                    other => Args::Scalar(other),
+                };
+                assert_eq!(
+                    verdict(crate::format::render(msg, lazy_args, style, &l)),
+                    verdict(crate::format::render(msg, exact_args, style, &l)),
+                    "{msg} {sign}{digits} digits, limit {max_output_bytes}"
+                );
+                assert_eq!(
+                    crate::line::fallback_message(Rule::OutputTooLarge, msg, Some(lazy_args), 200),
+                    crate::line::fallback_message(Rule::OutputTooLarge, msg, Some(exact_args), 200),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_int_literal_is_counted_not_converted_except_in_fields() {
+    let l = Limits::default();
+    let digits = huge_int_digits(&l) + 1;
+    let n = "9".repeat(digits);
+    let body = format!("{{\"msg\": \"%d\", \"args\": [-{n}], \"fields\": {{\"n\": {n}}}}}");
+    let (r, bytes) = crate::alloc::measure(|| decode(body.as_bytes(), &l));
+    let r = r.unwrap_or_else(|e| unreachable!("{e}"));
+    let Some(Value::List(args)) = &r.args else {
+        unreachable!("{r:?}")
+    };
+    assert_eq!(args, &[Value::Int(Int::huge_literal(digits, true))]);
+    let Some(Value::Int(exact)) = r.fields.as_ref().and_then(|f| f.get("n")) else {
+        unreachable!("{r:?}")
+    };
+    assert_eq!(exact.literal_digits(), None);
+    assert!(bytes > 30_000, "the exact field costs its value: {bytes}");
+    let small = format!("{{\"msg\": \"%d\", \"args\": [-{n}]}}");
+    let (_, bytes) = crate::alloc::measure(|| decode(small.as_bytes(), &l));
+    assert!(bytes < 4096, "a huge arg costs nothing: {bytes}");
+    // One digit fewer is a value, exact.
+    let edge = format!("{{\"msg\": \"%d\", \"args\": [{}]}}", &n[1..]);
+    let r = decode(edge.as_bytes(), &l).unwrap_or_else(|e| unreachable!("{e}"));
+    let Some(Value::List(args)) = &r.args else {
+        unreachable!("{r:?}")
+    };
+    assert!(matches!(&args[0], Value::Int(i) if i.literal_digits().is_none()));
+}
