@@ -17,6 +17,10 @@
 //! - [`sandbox`]: a long-lived child worker under rlimits that renders suspects.
 //! - [`check`]: the `check` subcommand: read, run, report.
 //! - [`cli`]: clap types; raw flags -> validated settings.
+//! - [`shutdown`]: the one process-wide shutdown latch; SIGTERM and SIGINT trigger it.
+//! - [`sink`]: stdout, file and amqp sinks; `write` returns once the lines are durable.
+//! - [`memory`]: the memory cap, prefetch sized from it, and the pause/resume gate.
+//! - [`lastwords`]: the in-flight fingerprints, in a mapped file that survives SIGKILL.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
@@ -29,8 +33,12 @@ pub mod faults;
 pub mod finding;
 pub mod format;
 pub mod json;
+pub mod lastwords;
 pub mod line;
+pub mod memory;
 pub mod pipeline;
 pub mod record;
 pub mod sandbox;
+pub mod shutdown;
+pub mod sink;
 pub mod value;
