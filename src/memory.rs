@@ -379,6 +379,17 @@ mod tests {
         (figure, move || Some(source.load(Ordering::Relaxed)))
     }
 
+    /// Waits for the gate's first sample (the machine may be slow to schedule its task).
+    async fn sampled(gate: &MemoryGate) {
+        timeout(Duration::from_secs(5), async {
+            while gate.last_sample().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("first sample in time");
+    }
+
     async fn until(rx: &mut watch::Receiver<bool>, want: bool) {
         timeout(Duration::from_secs(5), rx.wait_for(|p| *p == want))
             .await
@@ -391,7 +402,7 @@ mod tests {
         let (figure, source) = fake(100 * MIB);
         let gate = MemoryGate::spawn_with(Some(1000 * MIB), Duration::from_millis(5), source);
         let mut rx = gate.subscribe();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        sampled(&gate).await;
         assert!(!gate.is_paused());
         assert_eq!(gate.last_sample(), Some(100 * MIB));
 
@@ -419,7 +430,7 @@ mod tests {
     async fn gate_without_a_limit_never_pauses_but_still_samples() {
         let (_figure, source) = fake(u64::MAX - 1);
         let gate = MemoryGate::spawn_with(None, Duration::from_millis(5), source);
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        sampled(&gate).await;
         assert!(!gate.is_paused());
         assert_eq!(gate.last_sample(), Some(u64::MAX - 1));
         assert_eq!(gate.limit(), None);
@@ -427,8 +438,19 @@ mod tests {
 
     #[tokio::test]
     async fn gate_fails_open_when_statistics_are_missing() {
-        let gate = MemoryGate::spawn_with(Some(1), Duration::from_millis(5), || None);
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&calls);
+        let gate = MemoryGate::spawn_with(Some(1), Duration::from_millis(5), move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            None
+        });
+        timeout(Duration::from_secs(5), async {
+            while calls.load(Ordering::Relaxed) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("sampled");
         assert!(!gate.is_paused());
         assert_eq!(gate.last_sample(), None);
     }
@@ -459,11 +481,7 @@ mod tests {
     #[tokio::test]
     async fn real_sampler_reads_jemalloc() {
         let gate = MemoryGate::spawn(None);
-        let mut waited = 0;
-        while gate.last_sample().is_none() && waited < 100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            waited += 1;
-        }
+        sampled(&gate).await;
         assert!(gate.last_sample().is_some_and(|b| b > 0));
     }
 }
