@@ -464,30 +464,20 @@ mod tests {
 
     #[test]
     fn float_fixed_exp_general_match_cpython() {
-        assert_eq!(float_to_string(0.125, &fmt(FloatKind::Fixed, 2)), "0.12");
-        assert_eq!(float_to_string(2.5, &fmt(FloatKind::Fixed, 0)), "2");
-        assert_eq!(float_to_string(1.5, &fmt(FloatKind::Exp, 3)), "1.500e+00");
-        assert_eq!(float_to_string(0.0, &fmt(FloatKind::Exp, 0)), "0e+00");
-        assert_eq!(
-            float_to_string(1e100, &fmt(FloatKind::General, 6)),
-            "1e+100"
-        );
-        assert_eq!(
-            float_to_string(123456.0, &fmt(FloatKind::General, 6)),
-            "123456"
-        );
-        assert_eq!(
-            float_to_string(1234567.0, &fmt(FloatKind::General, 6)),
-            "1.23457e+06"
-        );
-        assert_eq!(
-            float_to_string(0.0001, &fmt(FloatKind::General, 6)),
-            "0.0001"
-        );
-        assert_eq!(
-            float_to_string(0.00001, &fmt(FloatKind::General, 6)),
-            "1e-05"
-        );
+        let cases: &[(f64, FloatKind, usize, &str)] = &[
+            (0.125, FloatKind::Fixed, 2, "0.12"),
+            (2.5, FloatKind::Fixed, 0, "2"),
+            (1.5, FloatKind::Exp, 3, "1.500e+00"),
+            (0.0, FloatKind::Exp, 0, "0e+00"),
+            (1e100, FloatKind::General, 6, "1e+100"),
+            (123456.0, FloatKind::General, 6, "123456"),
+            (1234567.0, FloatKind::General, 6, "1.23457e+06"),
+            (0.0001, FloatKind::General, 6, "0.0001"),
+            (0.00001, FloatKind::General, 6, "1e-05"),
+        ];
+        for &(x, kind, precision, want) in cases {
+            assert_eq!(float_to_string(x, &fmt(kind, precision)), want, "{x}");
+        }
         let mut alt = fmt(FloatKind::General, 6);
         alt.alt = true;
         assert_eq!(float_to_string(1.0, &alt), "1.00000");
