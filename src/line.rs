@@ -401,18 +401,7 @@ fn write_args_repr(args: Args<'_>, out: &mut dyn Out) {
             }
             let _ = out.push_str(if items.len() == 1 { ",)" } else { ")" });
         }
-        Args::Mapping(map) => {
-            let _ = out.push_char('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.push_str(", ");
-                }
-                write_key_repr(k, out);
-                let _ = out.push_str(": ");
-                write_repr_lenient(item, out);
-            }
-            let _ = out.push_char('}');
-        }
+        Args::Mapping(map) => write_dict_repr_lenient(map, out),
         Args::Scalar(v) => write_repr_lenient(v, out),
     }
 }
@@ -458,22 +447,25 @@ fn write_repr_lenient(v: &Value, out: &mut dyn Out) {
             }
             let _ = out.push_char(']');
         }
-        Value::Dict(map) => {
-            let _ = out.push_char('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.push_str(", ");
-                }
-                write_key_repr(k, out);
-                let _ = out.push_str(": ");
-                write_repr_lenient(item, out);
-            }
-            let _ = out.push_char('}');
-        }
+        Value::Dict(map) => write_dict_repr_lenient(map, out),
         _ => {
             let _ = value::write_repr(v, out);
         }
     }
+}
+
+/// `repr(d)` of a dict with the leniency of [`write_repr_lenient`].
+fn write_dict_repr_lenient(map: &IndexMap<String, Value>, out: &mut dyn Out) {
+    let _ = out.push_char('{');
+    for (i, (k, item)) in map.iter().enumerate() {
+        if i > 0 {
+            let _ = out.push_str(", ");
+        }
+        write_key_repr(k, out);
+        let _ = out.push_str(": ");
+        write_repr_lenient(item, out);
+    }
+    let _ = out.push_char('}');
 }
 
 /// `str(v)` with the leniency of [`write_repr_lenient`].
