@@ -183,9 +183,10 @@ pub fn field_str(v: &Value) -> Cow<'_, str> {
     match v {
         Value::Str(s) => Cow::Borrowed(s),
         _ => {
-            let mut out = StringOut(String::new());
+            // Unbounded: a carried value is bounded by the body.
+            let mut out = Prefix::new(usize::MAX);
             write_str_lenient(v, &mut out);
-            Cow::Owned(out.0)
+            Cow::Owned(out.kept)
         }
     }
 }
@@ -544,20 +545,6 @@ impl Out for Prefix {
 
     fn len(&self) -> usize {
         self.total
-    }
-}
-
-/// An unbounded sink for carried values (a field's `str()`), which are bounded by the body.
-struct StringOut(String);
-
-impl Out for StringOut {
-    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
-        self.0.push_str(s);
-        Ok(())
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
     }
 }
 
