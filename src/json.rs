@@ -550,4 +550,4 @@ fn parse_magnitude(digits: &[u8], pows: &mut Vec<BigUint>) -> BigUint {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -113,18 +113,26 @@ for line in sys.stdin:
 
 /// CPython's canonical results for `inputs`, or `None` when python3 is not there.
 fn python(inputs: &[String]) -> Option<Vec<String>> {
-    let mut child = Command::new("python3")
-        .args(["-c", PY_CANON])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let mut stdin = child.stdin.take()?;
     let feed: String = inputs
         .iter()
         .map(|s| s.bytes().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
         .collect();
-    let writer = std::thread::spawn(move || stdin.write_all(feed.as_bytes()));
+    python_lines(PY_CANON, &feed)
+}
+
+/// The stdout lines of python3 running `code` with `stdin`; `None` when python3 is not
+/// there. Shared by the decoder's and the record's tests: CPython is the oracle of both.
+pub(crate) fn python_lines(code: &str, stdin: &str) -> Option<Vec<String>> {
+    let mut child = Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut pipe = child.stdin.take()?;
+    let feed = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(feed.as_bytes()));
     let out = child.wait_with_output().ok()?;
     writer.join().ok()?.ok()?;
     assert!(

@@ -1,7 +1,5 @@
 //! The record model of SPEC §1, with CPython as the oracle for lossy decoding and epochs.
 
-use std::process::Command;
-
 use super::*;
 
 fn limits() -> Limits {
@@ -21,18 +19,7 @@ fn int(n: i64) -> Value {
 
 /// `code` run by python3, its stdout lines; `None` when python3 is not there.
 fn python(code: &str) -> Option<Vec<String>> {
-    let out = Command::new("python3").args(["-c", code]).output().ok()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-    )
+    crate::json::tests::python_lines(code, "")
 }
 
 #[test]
