@@ -34,6 +34,8 @@ pub struct Parsed {
     /// Some string (anywhere in the document, keys included) held an unpaired `\uD800`–
     /// `\uDFFF` escape, now U+FFFD: the record gets an `invalid-utf8` finding.
     pub lone_surrogate: bool,
+    /// [`parse_object`]'s borrowed member, when it was a string.
+    pub borrowed: Option<StrValue>,
 }
 
 /// Why a text is not a document. `TooDeep` is a limit (the record is rejected); `Invalid`
@@ -64,29 +66,25 @@ pub fn parse(text: &str, max_depth: usize) -> Result<Parsed, JsonError> {
     Ok(Parsed {
         value,
         lone_surrogate: p.lone_surrogate,
+        borrowed: None,
     })
 }
 
 /// Parses `text` exactly as [`parse`] does (same errors, same depth rule) but builds only
-/// what a record uses: the members of a top-level object whose key `keep` accepts. Any
-/// other document (an array, a scalar) and every other member is checked, not built, so a
-/// body that turns out to be plain text costs no allocation for its values.
+/// what a record uses: the members of a top-level object that `members` keeps. Any other
+/// document (an array, a scalar) and every other member is checked, not built, so a body
+/// that turns out to be plain text costs no allocation for its values.
 ///
 /// `value` is the (filtered) dict when the document is an object, else `Value::None`.
 /// `lone_surrogate` only looks at what was built.
-///
-/// `huge_int(key)`, for a kept member: the digit count above which an int literal in it is
-/// kept as an [`Int::huge_literal`] (counted, never converted), `None` for exact ints. A
-/// record's args can never render such a literal, and converting a million digits costs
-/// seconds and hundreds of MB.
 pub fn parse_object(
     text: &str,
     max_depth: usize,
-    keep: &dyn Fn(&str) -> bool,
-    huge_int: &HugeInt,
+    members: &Members<'_>,
 ) -> Result<Parsed, JsonError> {
-    let mut p = Parser::new(text, max_depth, Some(keep));
-    p.huge_int = Some(huge_int);
+    let mut p = Parser::new(text, max_depth, Some(members.keep));
+    p.huge_int = Some(members.huge_int);
+    p.borrow = members.borrow;
     p.skip_ws();
     if p.peek() != Some(b'{') {
         p.skip = Some(0);
@@ -95,7 +93,40 @@ pub fn parse_object(
     Ok(Parsed {
         value,
         lone_surrogate: p.lone_surrogate,
+        borrowed: p.borrowed,
     })
+}
+
+/// What [`parse_object`] builds of a top-level object.
+pub struct Members<'f> {
+    /// The members built; the others are checked only.
+    pub keep: &'f dyn Fn(&str) -> bool,
+    /// Per kept member, the digit count above which an int literal in it is kept as an
+    /// [`Int::huge_literal`] (counted, never converted); `None` for exact ints. A record's
+    /// args can never render such a literal, and converting a million digits costs seconds
+    /// and hundreds of MB.
+    pub huge_int: &'f HugeInt,
+    /// A kept member whose string value is not built but handed back in
+    /// [`Parsed::borrowed`] (a record's `msg`: up to a MiB that would be copied for
+    /// nothing). In the dict, such a string is an empty `Value::Str`.
+    pub borrow: Option<&'f str>,
+}
+
+impl std::fmt::Debug for Members<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Members")
+            .field("borrow", &self.borrow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The string value of the member [`Members::borrow`] names, the last one when it repeats.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StrValue {
+    /// Where the string's content lies in the text (it has no escapes: the common case).
+    Span(std::ops::Range<usize>),
+    /// The decoded string, when it has escapes.
+    Decoded(String),
 }
 
 /// Per top-level member: the digit count above which its int literals are only counted.
@@ -128,6 +159,12 @@ struct Parser<'a> {
     huge_int: Option<&'a HugeInt>,
     /// That digit count for the member being read.
     huge_digits: Option<usize>,
+    /// [`Members::borrow`].
+    borrow: Option<&'a str>,
+    /// The member being read is the borrowed one.
+    borrowing: bool,
+    /// Its string value, once read.
+    borrowed: Option<StrValue>,
     /// While `Some(d)`, values are checked but not built (nothing is pushed on `values` or
     /// `keys`), until a value completes at depth `d`.
     skip: Option<usize>,
@@ -155,6 +192,9 @@ impl<'a> Parser<'a> {
             keep,
             huge_int: None,
             huge_digits: None,
+            borrow: None,
+            borrowing: false,
+            borrowed: None,
             skip: None,
             text,
             b: text.as_bytes(),
@@ -308,6 +348,7 @@ impl<'a> Parser<'a> {
                 _ => {
                     if self.frames.len() == 1 {
                         self.huge_digits = self.huge_int.and_then(|f| f(&k));
+                        self.borrowing = self.borrow == Some(k.as_str());
                     }
                     self.keys.push(k)
                 }
@@ -327,6 +368,16 @@ impl<'a> Parser<'a> {
 
     fn scalar(&mut self) -> Result<Value, JsonError> {
         match self.peek() {
+            Some(b'"') if self.borrowing && self.frames.len() == 1 && self.skip.is_none() => {
+                let (start, end, escaped) = self.string_bounds()?;
+                let text = self.text;
+                self.borrowed = Some(if escaped {
+                    StrValue::Decoded(self.unescape(&text[start..end], start, true)?)
+                } else {
+                    StrValue::Span(start..end)
+                });
+                Ok(Value::Str(String::new()))
+            }
             Some(b'"') => self.string().map(Value::Str),
             Some(b'n') => self.literal("null", Value::None),
             Some(b't') => self.literal("true", Value::Bool(true)),
@@ -407,6 +458,18 @@ impl<'a> Parser<'a> {
     /// A string starting at the opening quote. Raw control characters are refused
     /// (`strict=True`); escapes are decoded in a second pass over the same bytes.
     fn string(&mut self) -> Result<String, JsonError> {
+        let (start, end, escaped) = self.string_bounds()?;
+        let raw = &self.text[start..end];
+        let build = self.skip.is_none();
+        if !escaped {
+            return Ok(if build { raw.to_owned() } else { String::new() });
+        }
+        self.unescape(raw, start, build)
+    }
+
+    /// Reads past a string starting at the opening quote: the bounds of its content and
+    /// whether it holds escapes.
+    fn string_bounds(&mut self) -> Result<(usize, usize, bool), JsonError> {
         self.pos += 1;
         let start = self.pos;
         let mut escaped = false;
@@ -430,12 +493,7 @@ impl<'a> Parser<'a> {
         }
         let end = self.pos;
         self.pos += 1;
-        let raw = &self.text[start..end];
-        let build = self.skip.is_none();
-        if !escaped {
-            return Ok(if build { raw.to_owned() } else { String::new() });
-        }
-        self.unescape(raw, start, build)
+        Ok((start, end, escaped))
     }
 
     /// Decodes the escapes of `raw` (which starts at byte `base` of the text). The result is

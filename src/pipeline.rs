@@ -91,9 +91,9 @@ pub struct Pipeline {
 }
 
 /// What the measured section produced, before the line is laid out.
-struct Evaluated {
+struct Evaluated<'a> {
     /// The decoded record, or why the body was not decoded.
-    record: Result<Record, DecodeReject>,
+    record: Result<Record<'a>, DecodeReject>,
     /// The rendered (or verbatim) message, or the one reject finding.
     message: Result<String, Finding>,
     /// Warn findings (the reject, if any, is added later).
@@ -201,7 +201,7 @@ impl Pipeline {
     }
 
     /// guard, parse, detect, render: everything whose allocation is the record's own.
-    fn evaluate(&self, body: &[u8]) -> Evaluated {
+    fn evaluate<'a>(&self, body: &'a [u8]) -> Evaluated<'a> {
         let record = match record::decode(body, &self.limits) {
             Ok(r) => r,
             Err(reject) => {
@@ -229,7 +229,7 @@ impl Pipeline {
     }
 
     /// The message of a decoded record: verbatim without args, else rendered.
-    fn render(&self, record: &Record) -> Result<String, Reject> {
+    fn render(&self, record: &Record<'_>) -> Result<String, Reject> {
         let Some(args) = record.args() else {
             if record.msg.len() > self.limits.max_output_bytes {
                 return Err(Reject::OutputTooLarge {
@@ -237,7 +237,7 @@ impl Pipeline {
                     limit: self.limits.max_output_bytes,
                 });
             }
-            return Ok(record.msg.clone());
+            return Ok(record.msg.to_string());
         };
         let Some(style) = record.style.known() else {
             return Err(Reject::format_error(
@@ -250,7 +250,7 @@ impl Pipeline {
     }
 
     /// The line for an evaluated record: its message, or its marked fallback.
-    fn line_for(&self, e: &Evaluated, body: &[u8], received: DateTime<Utc>) -> String {
+    fn line_for(&self, e: &Evaluated<'_>, body: &[u8], received: DateTime<Utc>) -> String {
         let limit = self.limits.max_output_bytes;
         let (record, fallback) = match (&e.record, &e.message) {
             (Ok(r), Ok(_)) => (Some(r), None),

@@ -34,7 +34,7 @@ use crate::config::Limits;
 use crate::finding::{Finding, Rule};
 use crate::format::number::INT_MAX_STR_DIGITS;
 use crate::format::{Args, Buf, Style};
-use crate::json::{self, JsonError, Parsed};
+use crate::json::{self, JsonError, Parsed, StrValue};
 use crate::value::{Int, Value};
 
 /// Level of a record that names none.
@@ -44,10 +44,11 @@ pub const DEFAULT_LOGGER: &str = "root";
 
 /// One record, ready to be detected, rendered and put in a line.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Record {
+pub struct Record<'a> {
     /// The template, or the message itself when there are no args. For a plain-text record,
-    /// the whole body (lossily decoded, BOM and trailing newline included).
-    pub msg: String,
+    /// the whole body (lossily decoded, BOM and trailing newline included). Borrowed from
+    /// the body when it can be.
+    pub msg: Cow<'a, str>,
     /// The raw `args`, never `null`, `[]` or `{}` (those are `None`: no args, verbatim
     /// message). See [`Record::args`] for how Python sees it.
     pub args: Option<Value>,
@@ -112,9 +113,9 @@ impl DecodeReject {
     }
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// A plain-text record: `text` is the message, verbatim.
-    pub fn plain(text: String, invalid_utf8: bool) -> Record {
+    pub fn plain(text: Cow<'a, str>, invalid_utf8: bool) -> Record<'a> {
         Record {
             msg: text,
             args: None,
@@ -142,8 +143,10 @@ impl Record {
 /// The members of a structured record; the others are checked as JSON but never built.
 const MEMBERS: [&str; 7] = ["msg", "args", "style", "level", "logger", "ts", "fields"];
 
-/// Decodes one body (an AMQP message or a file given to `check`).
-pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
+/// Decodes one body (an AMQP message or a file given to `check`). The message borrows
+/// from `body` when it can (valid UTF-8, and a JSON `msg` without escapes): a message may
+/// be most of a MiB, and it is only ever read.
+pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Record<'a>, DecodeReject> {
     if body.len() > limits.max_body_bytes {
         return Err(DecodeReject::BodyTooLarge {
             len: body.len(),
@@ -153,26 +156,35 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Record, DecodeReject> {
     let text = String::from_utf8_lossy(body);
     let lossy = matches!(text, Cow::Owned(_));
     let huge = huge_int_digits(limits);
-    // `fields` are carried into the JSON line, exact; every other member only renders.
-    let huge_int = move |k: &str| (k != "fields").then_some(huge);
-    match json::parse_object(
-        &text,
-        limits.max_json_depth,
-        &|k| MEMBERS.contains(&k),
-        &huge_int,
-    ) {
-        Err(JsonError::TooDeep { limit, .. }) => Err(DecodeReject::JsonTooDeep { limit }),
-        Ok(Parsed {
-            value: Value::Dict(mut map),
-            lone_surrogate,
-        }) if matches!(map.get("msg"), Some(Value::Str(_))) => {
-            let Some(Value::Str(msg)) = map.swap_remove("msg") else {
-                return Ok(Record::plain(text.into_owned(), lossy));
-            };
-            Ok(structured(msg, *map, lossy || lone_surrogate, limits))
-        }
-        Ok(_) | Err(JsonError::Invalid { .. }) => Ok(Record::plain(text.into_owned(), lossy)),
+    let members = json::Members {
+        keep: &|k| MEMBERS.contains(&k),
+        // `fields` are carried into the JSON line, exact; every other member only renders.
+        huge_int: &move |k: &str| (k != "fields").then_some(huge),
+        borrow: Some("msg"),
+    };
+    let parsed = match json::parse_object(&text, limits.max_json_depth, &members) {
+        Err(JsonError::TooDeep { limit, .. }) => return Err(DecodeReject::JsonTooDeep { limit }),
+        Ok(parsed) => parsed,
+        Err(JsonError::Invalid { .. }) => return Ok(Record::plain(text, lossy)),
+    };
+    let Parsed {
+        value: Value::Dict(mut map),
+        lone_surrogate,
+        borrowed: Some(msg),
+    } = parsed
+    else {
+        return Ok(Record::plain(text, lossy));
+    };
+    // The last `msg` wins: a string one leaves an empty string in the dict.
+    if !matches!(map.swap_remove("msg"), Some(Value::Str(_))) {
+        return Ok(Record::plain(text, lossy));
     }
+    let msg = match (msg, &text) {
+        (StrValue::Decoded(s), _) => Cow::Owned(s),
+        (StrValue::Span(span), Cow::Borrowed(t)) => Cow::Borrowed(&t[span]),
+        (StrValue::Span(span), Cow::Owned(t)) => Cow::Owned(t[span].to_owned()),
+    };
+    Ok(structured(msg, *map, lossy || lone_surrogate, limits))
 }
 
 /// The digit count above which an int literal can never be rendered within `limits`, in
@@ -185,12 +197,12 @@ pub fn huge_int_digits(limits: &Limits) -> usize {
 }
 
 /// The structured record from the object's other members (`msg` already taken out).
-fn structured(
-    msg: String,
+fn structured<'a>(
+    msg: Cow<'a, str>,
     mut map: IndexMap<String, Value>,
     invalid_utf8: bool,
     limits: &Limits,
-) -> Record {
+) -> Record<'a> {
     let mut take = |k: &str| map.swap_remove(k).filter(|v| *v != Value::None);
     let args = take("args").filter(|v| match v {
         Value::List(l) => !l.is_empty(),

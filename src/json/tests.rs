@@ -11,6 +11,15 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 
+/// Build the members `keep` accepts, ints exact, nothing borrowed.
+fn members(keep: &dyn Fn(&str) -> bool) -> Members<'_> {
+    Members {
+        keep,
+        huge_int: &|_| None,
+        borrow: None,
+    }
+}
+
 /// A canonical, lossless text of a parse result that is easy to produce on both sides:
 /// floats as their bits, strings as UTF-8 hex (lone surrogates as U+FFFD plus a `+S` mark).
 fn canon(r: &Result<Parsed, JsonError>) -> String {
@@ -517,7 +526,8 @@ fn lone_surrogate_becomes_replacement_char_and_is_flagged() {
         r,
         Ok(Parsed {
             value: want,
-            lone_surrogate: true
+            lone_surrogate: true,
+            borrowed: None,
         })
     );
     assert_eq!(
@@ -766,7 +776,7 @@ fn parse_object_checks_like_parse_and_builds_only_kept_members() {
     for s in &inputs {
         for depth in [2, 32] {
             let full = parse(s, depth);
-            let part = parse_object(s, depth, &keep, &|_| None);
+            let part = parse_object(s, depth, &members(&keep));
             match (&full, &part) {
                 (Err(a), Err(b)) => {
                     assert_eq!(a, b, "{s:?}");
@@ -788,6 +798,7 @@ fn parse_object_checks_like_parse_and_builds_only_kept_members() {
                         canon(&Ok(Parsed {
                             value: v.clone(),
                             lone_surrogate: false,
+                            borrowed: None,
                         }))
                     };
                     assert_eq!(
@@ -808,7 +819,7 @@ fn parse_object_checks_like_parse_and_builds_only_kept_members() {
     );
     assert!(objects > 500 && errors > 500);
     // A lone surrogate counts only where it is built.
-    let flag = |s: &str| parse_object(s, 32, &keep, &|_| None).map(|p| p.lone_surrogate);
+    let flag = |s: &str| parse_object(s, 32, &members(&keep)).map(|p| p.lone_surrogate);
     assert_eq!(flag("{\"b\":\"\\ud800\",\"\\udc00\":1,\"a\":1}"), Ok(false));
     assert_eq!(flag("[\"\\ud800\"]"), Ok(false));
     assert_eq!(flag("{\"a\":{\"\\udc00\":1}}"), Ok(true));

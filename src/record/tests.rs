@@ -6,7 +6,7 @@ fn limits() -> Limits {
     Limits::default()
 }
 
-fn rec(body: &str) -> Record {
+fn rec(body: &str) -> Record<'_> {
     match decode(body.as_bytes(), &limits()) {
         Ok(r) => r,
         Err(e) => unreachable!("{body:?}: {e}"),
@@ -96,7 +96,7 @@ fn anything_but_an_object_with_a_string_msg_is_plain_text_byte_for_byte() {
         "{\"msg\": null}",
     ] {
         let r = rec(body);
-        assert_eq!(r, Record::plain(body.to_owned(), false), "{body:?}");
+        assert_eq!(r, Record::plain(body.into(), false), "{body:?}");
         assert!(r.args().is_none());
     }
 }
@@ -212,10 +212,8 @@ fn non_string_level_and_logger_are_python_str() {
         ("{'k': 1e+20}", "False")
     );
     // str() of a 5,000-digit int raises in CPython: the default stands.
-    let r = rec(&format!(
-        "{{\"msg\":\"m\",\"level\":1{}}}",
-        "0".repeat(5000)
-    ));
+    let body = format!("{{\"msg\":\"m\",\"level\":1{}}}", "0".repeat(5000));
+    let r = rec(&body);
     assert_eq!(r.level, "info");
 }
 
@@ -591,4 +589,32 @@ fn huge_int_literal_is_counted_not_converted_except_in_fields() {
         unreachable!("{r:?}")
     };
     assert!(matches!(&args[0], Value::Int(i) if i.literal_digits().is_none()));
+}
+
+#[test]
+fn msg_borrows_the_body_unless_it_must_be_decoded() {
+    let borrowed = |body: &str| matches!(rec(body).msg, Cow::Borrowed(_));
+    assert!(borrowed("{\"msg\": \"plain %s\", \"args\": [1]}"));
+    assert!(borrowed("not json at all"));
+    assert!(!borrowed("{\"msg\": \"tab\\there\"}"));
+    assert_eq!(rec("{\"msg\": \"tab\\there\"}").msg, "tab\there");
+    // The last `msg` wins, whichever kinds came before.
+    assert_eq!(rec("{\"msg\": \"a\", \"msg\": \"b\\n\"}").msg, "b\n");
+    assert_eq!(rec("{\"msg\": 5, \"msg\": \"b\"}").msg, "b");
+    let r = rec("{\"msg\": \"a\", \"msg\": 5}");
+    assert!(!r.structured);
+    assert_eq!(r.msg, "{\"msg\": \"a\", \"msg\": 5}");
+    // A nested `msg` is just a key.
+    let r = rec("{\"msg\": \"m\", \"args\": {\"msg\": \"x\"}}");
+    assert_eq!(r.msg, "m");
+    assert_eq!(
+        r.args().map(
+            |a| matches!(a, Args::Mapping(m) if m.get("msg") == Some(&Value::Str("x".into())))
+        ),
+        Some(true)
+    );
+    // Invalid UTF-8 elsewhere in the body: the message is owned, still exact.
+    let r = decode(b"{\"msg\": \"ok\", \"level\": \"\xff\"}", &limits())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!((r.msg.as_ref(), r.invalid_utf8), ("ok", true));
 }
