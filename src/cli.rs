@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Tell what logfence would do with a message, and why, rendering it in a sandbox.
     Check(CheckArgs),
+    /// Consume log records from a RabbitMQ queue and write one safe line per record.
+    Consume(Box<ConsumeArgs>),
     /// Internal: the sandbox worker `check` and `consume` re-execute; reads records on stdin.
     #[command(hide = true, name = "__sandbox-worker")]
     SandboxWorker(SandboxWorkerArgs),
@@ -92,6 +94,68 @@ pub struct CheckArgs {
     /// Record files (one record body each), directories (every regular file, by name), or `-`.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// `logfence consume` (SPEC §4). Every flag also reads an environment variable, so a
+/// Kubernetes manifest can configure the sidecar without a command line.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub line: LineArgs,
+    /// The broker, as an AMQP URI (the vhost URL-encoded: `%2f` is `/`).
+    #[arg(long, env = "AMQP_URL", default_value = crate::consume::DEFAULT_AMQP_URL, hide_env_values = true)]
+    pub amqp_url: String,
+    /// Read the AMQP URI from this file instead (a mounted secret), so the password is in
+    /// neither the environment nor the process list. Wins over --amqp-url.
+    #[arg(long, env = "LOGFENCE_AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
+    /// The queue to consume; its dead-letter queue is `<queue>.dead`.
+    #[arg(long, env = "LOGFENCE_QUEUE", default_value = crate::consume::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// The type of the queues logfence declares. Only quorum queues count deliveries
+    /// (`x-delivery-count`); on a classic queue `redelivered` is the only signal.
+    #[arg(long, env = "LOGFENCE_QUEUE_TYPE", value_enum, default_value_t = crate::amqp::QueueType::Quorum)]
+    pub queue_type: crate::amqp::QueueType,
+    /// Where the lines go: `stdout`, `file:PATH` (appended) or `amqp:EXCHANGE[/ROUTING_KEY]`.
+    #[arg(long, env = "LOGFENCE_SINK", default_value = "stdout")]
+    pub sink: crate::sink::SinkSpec,
+    /// fsync a file sink after every batch, before its messages are acked (regular files only).
+    #[arg(long, env = "LOGFENCE_SINK_FSYNC")]
+    pub sink_fsync: bool,
+    /// The shape of each line: the escaped `--line-format` text, or one JSON object.
+    #[arg(long, env = "LOGFENCE_OUTPUT", value_enum, default_value_t = crate::consume::Output::Text)]
+    pub output: crate::consume::Output,
+    /// Unacked deliveries the broker may send ahead (default: 200, lowered to fit the memory cap).
+    #[arg(long, env = "LOGFENCE_PREFETCH", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: Option<u16>,
+    /// The delivery whose number reaches this is dead-lettered (`delivery-limit`) unrendered.
+    #[arg(long, env = "LOGFENCE_MAX_DELIVERIES", default_value_t = crate::consume::DEFAULT_MAX_DELIVERIES,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_deliveries: u32,
+    /// What a rejected record becomes: its marked fallback line, a dead-lettered copy, or both.
+    #[arg(long, env = "LOGFENCE_ON_REJECT", value_enum, default_value_t = crate::amqp::OnReject::Both)]
+    pub on_reject: crate::amqp::OnReject,
+    /// The memory cap (bytes; K/M/G, KiB/MiB/GiB suffixes); default: cgroup v2 `memory.max`.
+    #[arg(long, env = "LOGFENCE_MEMORY_LIMIT", value_parser = parse_bytes_u64)]
+    pub memory_limit: Option<u64>,
+    /// Where /metrics, /healthz and /readyz are served (accepted now; served from issue 5).
+    #[arg(long, env = "LOGFENCE_METRICS_ADDR", default_value = "0.0.0.0:9898")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Where the last-words file lives (in-flight fingerprints that survive a kill); without
+    /// it, a crash is not reported at the next start.
+    #[arg(long, env = "LOGFENCE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not declare the queues and the exchange; they must exist.
+    #[arg(long, env = "LOGFENCE_NO_DECLARE")]
+    pub no_declare: bool,
+    /// After SIGTERM, how long in-flight messages may take before they are handed back.
+    #[arg(long, env = "LOGFENCE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// The format of logfence's own log lines on stderr.
+    #[arg(long, env = "LOGFENCE_LOG_FORMAT", value_enum, default_value_t = crate::consume::LogFormat::Text)]
+    pub log_format: crate::consume::LogFormat,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@
 //! - [`sandbox`]: a long-lived child worker under rlimits that renders suspects.
 //! - [`check`]: the `check` subcommand: read, run, report.
 //! - [`cli`]: clap types; raw flags -> validated settings.
+//! - [`consume`]: the `consume` subcommand: settings, runtime, exit status.
+//! - [`amqp`]: the consumer: connect and reconnect, topology, the loop, settle, dead-letter.
 //! - [`shutdown`]: the one process-wide shutdown latch; SIGTERM and SIGINT trigger it.
 //! - [`sink`]: stdout, file and amqp sinks; `write` returns once the lines are durable.
 //! - [`memory`]: the memory cap, prefetch sized from it, and the pause/resume gate.
@@ -25,9 +27,11 @@
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod alloc;
+pub mod amqp;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod detect;
 pub mod faults;
 pub mod finding;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use logfence::cli::{Cli, Command};
-use logfence::{check, faults, pipeline::Pipeline, sandbox};
+use logfence::{check, consume, faults, pipeline::Pipeline, sandbox};
 
 fn main() -> ExitCode {
     faults::setup();
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
             ExitCode::from(status as u8)
         }
+        Command::Consume(args) => ExitCode::from(consume::run(&args)),
         Command::SandboxWorker(args) => {
             let pipeline = match Pipeline::new(args.limits.limits(), &args.line.line_format) {
                 Ok(p) => p,

@@ -1,4 +1,5 @@
 mod check_cli;
+mod consume;
 mod differential;
 mod fixtures;
 mod properties;

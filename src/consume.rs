@@ -1,0 +1,251 @@
+//! `logfence consume` (SPEC §4): flags -> settings -> a tokio runtime running the consumer
+//! until SIGTERM, and an exit status.
+//!
+//! Exit status: 0 after a clean shutdown; 64 (EX_USAGE) for a bad flag value; 78
+//! (EX_CONFIG) when the broker's topology or the sink contradicts the configuration (an
+//! existing queue with other arguments, an unopenable sink file); 70 (EX_SOFTWARE) when the
+//! process cannot set itself up (no runtime, no sandbox, no state directory).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::amqp::connect;
+use crate::amqp::consumer::{Config, Consumer, FatalError};
+use crate::amqp::suspects::Suspects;
+use crate::amqp::topology::Topology;
+use crate::cli::ConsumeArgs;
+use crate::config::Limits;
+use crate::lastwords::LastWords;
+use crate::memory::{self, MemoryGate};
+use crate::pipeline::{OutputFormat, Pipeline};
+use crate::shutdown::Shutdown;
+use crate::sink::SinkSpec;
+
+/// Default `--amqp-url` (when `AMQP_URL` is not set either): the local broker, vhost `/`.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default `--queue`.
+pub const DEFAULT_QUEUE: &str = "logs";
+/// Default `--max-deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
+/// Exit status after a clean shutdown.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for a bad flag value (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status when the process cannot set itself up (EX_SOFTWARE).
+pub const EXIT_SOFTWARE: u8 = 70;
+/// Exit status when the broker or the sink contradicts the configuration (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// `--output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// The escaped `--line-format` line.
+    Text,
+    /// One JSON object per line (ts, level, logger, message, fields, findings).
+    Json,
+}
+
+/// `--log-format`: logfence's own logs on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `consume` runs with, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub limits: Limits,
+    pub line_format: String,
+    /// The effective memory cap: `--memory-limit`, else cgroup v2 `memory.max`.
+    pub memory_limit: Option<u64>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Checks the flags; `Err` is a usage message.
+    pub fn from_args(args: &ConsumeArgs) -> Result<Settings, String> {
+        let url = match &args.amqp_url_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--amqp-url-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            None => args.amqp_url.clone(),
+        };
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(format!(
+                "--amqp-url {}: expected amqp://user:password@host:port/vhost",
+                connect::redact(&url)
+            ));
+        }
+        if let SinkSpec::Amqp { exchange, .. } = &args.sink {
+            if exchange == crate::amqp::topology::DLX {
+                return Err(format!(
+                    "--sink amqp:{exchange}: that is the dead-letter exchange"
+                ));
+            }
+        }
+        let topology = Topology::new(&args.queue, args.queue_type, args.max_deliveries)?;
+        let limits = args.limits.limits();
+        let memory_limit = memory::effective_limit(args.memory_limit);
+        let prefetch = memory::prefetch_for(memory_limit, limits.max_body_bytes, args.prefetch);
+        let output = match args.output {
+            Output::Text => OutputFormat::Text,
+            Output::Json => OutputFormat::Json,
+        };
+        Ok(Settings {
+            config: Config {
+                url,
+                topology,
+                declare: !args.no_declare,
+                sink: args.sink.clone(),
+                sink_fsync: args.sink_fsync,
+                prefetch,
+                max_deliveries: args.max_deliveries,
+                on_reject: args.on_reject,
+                drain_timeout: args.drain_timeout,
+                output,
+            },
+            limits,
+            line_format: args.line.line_format.clone(),
+            memory_limit,
+            state_dir: args.state_dir.clone(),
+        })
+    }
+}
+
+/// Runs `consume`; returns the exit status.
+pub fn run(args: &ConsumeArgs) -> u8 {
+    init_logging(args.log_format);
+    let settings = match Settings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("logfence consume: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let pipeline = match Pipeline::new(settings.limits.clone(), &settings.line_format) {
+        Ok(p) => p.with_output(settings.config.output),
+        Err(e) => {
+            eprintln!("logfence consume: --line-format: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("logfence-rt")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return EXIT_SOFTWARE;
+        }
+    };
+    let status = runtime.block_on(consume(settings, pipeline));
+    // Lapin's tasks may still hold the runtime; do not wait for them after a clean close.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    status
+}
+
+async fn consume(settings: Settings, pipeline: Pipeline) -> u8 {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let lastwords = match &settings.state_dir {
+        None => {
+            tracing::info!(
+                "no --state-dir: an unclean exit will not be reported at the next start"
+            );
+            None
+        }
+        Some(dir) => match LastWords::open(dir) {
+            Ok((lw, previous)) => {
+                if let Some(previous) = previous {
+                    let in_flight: Vec<String> = previous
+                        .fingerprints
+                        .iter()
+                        .map(|(fp, delivery)| format!("{fp}:{delivery}"))
+                        .collect();
+                    tracing::warn!(
+                        in_flight = in_flight.len(),
+                        fingerprints = %in_flight.join(","),
+                        "the previous run exited uncleanly; these were in flight (fingerprint:delivery)"
+                    );
+                }
+                Some(lw)
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot open the last-words file");
+                return EXIT_SOFTWARE;
+            }
+        },
+    };
+    let suspects = match Suspects::start(&settings.limits, &settings.line_format) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the sandbox");
+            return EXIT_SOFTWARE;
+        }
+    };
+    let gate = MemoryGate::spawn(settings.memory_limit);
+    tracing::info!(
+        queue = %settings.config.topology.queue,
+        queue_type = settings.config.topology.queue_type.as_str(),
+        sink = %settings.config.sink,
+        prefetch = settings.config.prefetch,
+        memory_limit = settings.memory_limit,
+        max_deliveries = settings.config.max_deliveries,
+        on_reject = ?settings.config.on_reject,
+        "logfence consume starting"
+    );
+    let mut consumer = Consumer::new(
+        settings.config,
+        pipeline,
+        suspects,
+        lastwords.clone(),
+        gate,
+        shutdown,
+    );
+    let result = consumer.run().await;
+    let tally = consumer.tally();
+    drop(consumer);
+    let status = match result {
+        Ok(()) => {
+            tracing::info!(
+                formatted = tally.formatted,
+                fallback = tally.fallback,
+                dead_lettered = tally.dead_lettered,
+                requeued = tally.requeued,
+                "stopped cleanly"
+            );
+            EXIT_OK
+        }
+        Err(e @ (FatalError::Topology(_) | FatalError::Sink(_))) => {
+            tracing::error!(error = %e, "configuration error");
+            eprintln!("logfence consume: {e}");
+            EXIT_CONFIG
+        }
+    };
+    if let Some(lw) = lastwords {
+        lw.mark_clean();
+    }
+    status
+}
+
+/// Structured logs on stderr; `RUST_LOG` refines the default `info`. They never carry
+/// message content: only fingerprints, rule ids and counts.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

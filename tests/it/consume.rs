@@ -1,0 +1,671 @@
+//! `logfence consume` against the real RabbitMQ at 127.0.0.1:5672 (guest/guest; override with
+//! `LOGFENCE_TEST_AMQP_URL`): the built binary as a user runs it, fed by lapin from the
+//! test. Each test declares its own uniquely named queues and deletes them at the end.
+//! Without a broker the tests say so and pass, except under CI (`CI=true`), where they fail.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use logfence::amqp::delivery::fingerprint;
+use logfence::amqp::topology::{QueueType, Topology};
+use logfence::config::Limits;
+use logfence::pipeline::{Pipeline, Verdict};
+
+const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn url() -> String {
+    std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A lapin connection for the test's own side: declare, publish, inspect, delete.
+struct Rabbit {
+    rt: tokio::runtime::Runtime,
+    _conn: Connection,
+    ch: Channel,
+}
+
+impl Rabbit {
+    /// `None` when no broker answers (and not under CI).
+    fn connect() -> Option<Rabbit> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let conn = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                Connection::connect(&url(), ConnectionProperties::default()),
+            )
+            .await
+        });
+        let conn = match conn {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("no RabbitMQ at {}: {why}", url());
+                }
+                eprintln!(
+                    "SKIPPED: no RabbitMQ at {} ({why}); run scripts/broker.sh",
+                    url()
+                );
+                return None;
+            }
+        };
+        let ch = rt.block_on(async {
+            let ch = conn.create_channel().await.expect("channel");
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm mode");
+            ch
+        });
+        Some(Rabbit {
+            rt,
+            _conn: conn,
+            ch,
+        })
+    }
+
+    /// Declares the topology exactly as the consumer will.
+    fn declare(&self, queue: &str, queue_type: QueueType) {
+        let topology = Topology::new(queue, queue_type, 5).expect("queue name");
+        self.rt
+            .block_on(topology.declare(&self.ch))
+            .expect("declare topology");
+    }
+
+    /// Publishes persistent messages to `queue`, waiting for every confirm.
+    fn publish(&self, queue: &str, bodies: &[Vec<u8>]) {
+        self.rt.block_on(async {
+            for chunk in bodies.chunks(500) {
+                let mut confirms = Vec::with_capacity(chunk.len());
+                for body in chunk {
+                    let c = self
+                        .ch
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .expect("publish");
+                    confirms.push(c);
+                }
+                for c in confirms {
+                    assert!(
+                        c.await.expect("confirm").is_ack(),
+                        "broker nacked a publish"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Messages ready in `queue` (unacked ones are not counted).
+    fn ready(&self, queue: &str) -> u32 {
+        self.rt.block_on(async {
+            self.ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive declare")
+                .message_count()
+        })
+    }
+
+    /// Takes every message of `queue` (acked), body and headers.
+    fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, FieldTable)> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            while let Some(m) = self
+                .ch
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+                out.push((m.delivery.data.clone(), headers));
+            }
+            out
+        })
+    }
+
+    fn delete(&self, queue: &str) {
+        self.rt.block_on(async {
+            for q in [queue.to_string(), format!("{queue}.dead")] {
+                let _ = self
+                    .ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        });
+    }
+}
+
+/// A test's queue: unique, deleted (with its `.dead`) when the test ends, even on failure.
+struct TestQueue<'a> {
+    rabbit: &'a Rabbit,
+    name: String,
+}
+
+impl<'a> TestQueue<'a> {
+    fn new(rabbit: &'a Rabbit, what: &str, queue_type: QueueType) -> TestQueue<'a> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("logfence-test-{what}-{}-{nanos}", std::process::id());
+        rabbit.delete(&name);
+        rabbit.declare(&name, queue_type);
+        TestQueue { rabbit, name }
+    }
+}
+
+impl Drop for TestQueue<'_> {
+    fn drop(&mut self) {
+        self.rabbit.delete(&self.name);
+    }
+}
+
+/// The consumer as a child process, its stderr in a file (printed when a test fails).
+struct ConsumerProcess {
+    child: Child,
+    stderr_path: PathBuf,
+}
+
+fn spawn_consumer(
+    queue: &str,
+    sink: &Path,
+    state_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    stderr_path: PathBuf,
+) -> ConsumerProcess {
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(&stderr_path)
+        .expect("stderr file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logfence"));
+    cmd.arg("consume")
+        .args(["--amqp-url", &url(), "--queue", queue])
+        .arg("--sink")
+        .arg(format!("file:{}", sink.display()))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("FAILPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn logfence consume");
+    ConsumerProcess { child, stderr_path }
+}
+
+impl ConsumerProcess {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    }
+
+    /// Waits for the exit, at most `limit`.
+    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn sink_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `done` every 50 ms for at most `limit`.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+const TS: &str = "2026-11-22T10:00:00Z";
+
+/// A benign record carrying a unique token, in one of the three styles.
+fn benign(i: usize) -> Vec<u8> {
+    let token = format!("tok-{i:06}");
+    let body = match i % 3 {
+        0 => {
+            serde_json::json!({"msg": "user %s logged in from %s (%d)", "args": [token, "10.0.0.1", i],
+                                "level": "info", "logger": "auth", "ts": TS})
+        }
+        1 => serde_json::json!({"msg": "{0} sent {1:>8} bytes", "args": [token, i], "style": "{",
+                                "level": "debug", "logger": "net", "ts": TS}),
+        _ => {
+            serde_json::json!({"msg": "$who rotated $what", "args": {"who": token, "what": "keys"},
+                                "style": "$", "level": "warning", "logger": "kms", "ts": TS})
+        }
+    };
+    body.to_string().into_bytes()
+}
+
+/// A verbatim message holding a URL that would be dangerous as a template.
+fn verbatim_url(i: usize) -> Vec<u8> {
+    serde_json::json!({
+        "msg": format!("user shared https://www.amazon.com/gp/goldbox?deals=%10%off&ref=tok-url-{i:06}"),
+        "level": "info", "logger": "chat", "ts": TS,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Every poison fixture, several times each (the largest fewer times).
+fn poison_bodies() -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("fixtures/poison"))
+        .expect("fixtures/poison")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let body = std::fs::read(&f).expect("fixture");
+        let times = if body.len() > 100_000 { 2 } else { 8 };
+        out.extend(std::iter::repeat_n(body, times));
+    }
+    out
+}
+
+/// The line logfence must write for `body`, and whether it depends on the time received
+/// (then only the part after the timestamp is compared).
+fn expected_line(pipeline: &Pipeline, body: &[u8]) -> (String, bool, Option<String>) {
+    let a = pipeline.process_at(body, chrono::DateTime::UNIX_EPOCH);
+    let b = pipeline.process_at(
+        body,
+        chrono::DateTime::UNIX_EPOCH + chrono::TimeDelta::days(1),
+    );
+    let line = a.line.clone().expect("a line");
+    let reject = (a.verdict == Verdict::Rejected)
+        .then(|| a.reject().map(|f| f.rule.id().to_string()))
+        .flatten();
+    (line.clone(), a.line != b.line, reject)
+}
+
+/// The text line without its leading timestamp.
+fn after_ts(line: &str) -> &str {
+    line.split_once(' ').map_or(line, |(_, rest)| rest)
+}
+
+fn header_str(h: &FieldTable, k: &str) -> Option<String> {
+    match h.inner().get(k) {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn consume_writes_one_right_line_per_record_and_dead_letters_the_rejected() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, "mixed", QueueType::Quorum);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    bodies.extend((0..2400).map(benign));
+    bodies.extend((0..400).map(verbatim_url));
+    bodies.extend(poison_bodies());
+    // Interleave the kinds so batches mix them.
+    let n = bodies.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| (i * 7919) % n);
+    let bodies: Vec<Vec<u8>> = order.into_iter().map(|i| bodies[i].clone()).collect();
+
+    let pipeline =
+        Pipeline::new(Limits::default(), logfence::line::DEFAULT_LINE_FORMAT).expect("pipeline");
+    let mut exact: HashMap<String, usize> = HashMap::new();
+    let mut timeless: HashMap<String, usize> = HashMap::new();
+    let mut rejected: HashMap<String, String> = HashMap::new();
+    for body in &bodies {
+        let (line, depends_on_time, reject) = expected_line(&pipeline, body);
+        if depends_on_time {
+            *timeless.entry(after_ts(&line).to_string()).or_default() += 1;
+        } else {
+            *exact.entry(line).or_default() += 1;
+        }
+        if let Some(rule) = reject {
+            rejected.insert(fingerprint(body), rule);
+        }
+    }
+    let rejected_count = bodies
+        .iter()
+        .filter(|b| rejected.contains_key(&fingerprint(b)))
+        .count();
+    assert!(rejected_count > 100, "the batch must hold rejected records");
+
+    rabbit.publish(&queue.name, &bodies);
+    let started = Instant::now();
+    let mut consumer = spawn_consumer(
+        &queue.name,
+        &sink,
+        tmp.path(),
+        &[],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    let all_written = wait_until(Duration::from_secs(40), || sink_lines(&sink).len() >= n);
+    let elapsed = started.elapsed();
+    consumer.terminate();
+    let status = consumer.wait_for(Duration::from_secs(15));
+    assert!(
+        all_written,
+        "only {} of {n} lines; stderr:\n{}",
+        sink_lines(&sink).len(),
+        consumer.stderr()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{}",
+        consumer.stderr()
+    );
+    eprintln!("{n} records consumed in {elapsed:?} (debug build, including start-up)");
+
+    let lines = sink_lines(&sink);
+    assert_eq!(lines.len(), n, "exactly one line per record");
+    for line in &lines {
+        if let Some(c) = exact.get_mut(line).filter(|c| **c > 0) {
+            *c -= 1;
+        } else if let Some(c) = timeless.get_mut(after_ts(line)).filter(|c| **c > 0) {
+            *c -= 1;
+        } else {
+            panic!("unexpected line (or one too many): {line:?}");
+        }
+    }
+    assert_eq!(rabbit.ready(&queue.name), 0, "the queue ends empty");
+
+    let dead = rabbit.take_all(&format!("{}.dead", queue.name));
+    assert_eq!(
+        dead.len(),
+        rejected_count,
+        "every rejected record is dead-lettered once"
+    );
+    for (body, headers) in &dead {
+        let fp = fingerprint(body);
+        let rule = rejected
+            .get(&fp)
+            .expect("a dead-lettered body was one of the rejected");
+        assert_eq!(
+            header_str(headers, "x-logfence-rule").as_deref(),
+            Some(rule.as_str())
+        );
+        assert_eq!(header_str(headers, "x-logfence-fingerprint"), Some(fp));
+        assert!(header_str(headers, "x-logfence-detail").is_some_and(|d| !d.is_empty()));
+        assert_eq!(
+            headers.inner().get("x-logfence-deliveries"),
+            Some(&AMQPValue::LongLongInt(1))
+        );
+    }
+    let stderr = consumer.stderr();
+    assert!(
+        !stderr.contains("tok-"),
+        "logs must not carry message content:\n{stderr}"
+    );
+}
+
+/// Runs the consumer like a kubelet would: restarts it whenever it dies, until `done`.
+/// Returns how many times it died.
+fn supervise(
+    mut start: impl FnMut() -> ConsumerProcess,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> (u32, ConsumerProcess) {
+    let until = Instant::now() + limit;
+    let mut deaths = 0;
+    let mut current = start();
+    while Instant::now() < until && !done() {
+        if let Ok(Some(status)) = current.child.try_wait() {
+            eprintln!("consumer died: {status:?}; restarting");
+            deaths += 1;
+            current = start();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (deaths, current)
+}
+
+fn poison_under_supervisor(queue_type: QueueType, what: &str) {
+    if !cfg!(feature = "failpoints") {
+        eprintln!("SKIPPED: needs the failpoints feature (cargo test --all-features)");
+        return;
+    }
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, what, queue_type);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+    const MARKER: &str = "POISON-7f3a";
+    let poison_at = 150;
+    let n = 300;
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            if i == poison_at {
+                serde_json::json!({"msg": format!("{MARKER} %s"), "args": ["x"], "ts": TS})
+                    .to_string()
+                    .into_bytes()
+            } else {
+                benign(i)
+            }
+        })
+        .collect();
+    rabbit.publish(&queue.name, &bodies);
+
+    let failpoints = format!("render-abort=return({MARKER})");
+    let starts = std::cell::Cell::new(0);
+    let start = || {
+        starts.set(starts.get() + 1);
+        spawn_consumer(
+            &queue.name,
+            &sink,
+            tmp.path(),
+            &["--prefetch", "100", "--queue-type", queue_type.as_str()],
+            &[("FAILPOINTS", failpoints.as_str())],
+            tmp.path().join("stderr.log"),
+        )
+    };
+    let expected: Vec<String> = (0..n)
+        .filter(|&i| i != poison_at)
+        .map(|i| format!("tok-{i:06}"))
+        .collect();
+    let dead_queue = format!("{}.dead", queue.name);
+    let (deaths, mut consumer) = supervise(start, Duration::from_secs(45), || {
+        let text = std::fs::read_to_string(&sink).unwrap_or_default();
+        expected.iter().all(|t| text.contains(t.as_str())) && rabbit.ready(&dead_queue) >= 1
+    });
+    consumer.terminate();
+    let status = consumer.wait_for(Duration::from_secs(15));
+    let stderr = consumer.stderr();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        deaths <= 1,
+        "the main process died {deaths} times; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        deaths, 1,
+        "the poison should have killed the first process once"
+    );
+
+    let text = std::fs::read_to_string(&sink).unwrap_or_default();
+    for t in &expected {
+        assert!(
+            text.contains(t.as_str()),
+            "{t} was never written; stderr:\n{stderr}"
+        );
+    }
+    assert!(!text.contains(MARKER), "the poison must not reach the sink");
+    let dead = rabbit.take_all(&dead_queue);
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the poison is dead-lettered; stderr:\n{stderr}"
+    );
+    let (body, headers) = &dead[0];
+    assert_eq!(body, &bodies[poison_at]);
+    assert_eq!(
+        header_str(headers, "x-logfence-rule").as_deref(),
+        Some("crash")
+    );
+    assert_eq!(
+        header_str(headers, "x-logfence-fingerprint"),
+        Some(fingerprint(body))
+    );
+    assert_eq!(rabbit.ready(&queue.name), 0, "the queue ends empty");
+    // The restart reported the death and what was in flight, by fingerprint only.
+    assert!(
+        stderr.contains("exited uncleanly") && stderr.contains(&fingerprint(&bodies[poison_at])),
+        "last words should name the poison; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(MARKER),
+        "logs must not carry message content"
+    );
+}
+
+#[test]
+fn consume_poison_kills_the_main_process_at_most_once_and_only_it_is_dead_lettered() {
+    poison_under_supervisor(QueueType::Quorum, "poison-quorum");
+}
+
+#[test]
+fn consume_poison_on_a_classic_queue_is_caught_by_the_redelivered_flag() {
+    poison_under_supervisor(QueueType::Classic, "poison-classic");
+}
+
+#[test]
+fn consume_sigterm_with_work_in_flight_exits_0_and_loses_nothing() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, "sigterm", QueueType::Quorum);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+    let n = 10_000;
+    let bodies: Vec<Vec<u8>> = (0..n).map(benign).collect();
+    rabbit.publish(&queue.name, &bodies);
+
+    let mut consumer = spawn_consumer(
+        &queue.name,
+        &sink,
+        tmp.path(),
+        &["--prefetch", "300"],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !sink_lines(&sink).is_empty()),
+        "nothing written; stderr:\n{}",
+        consumer.stderr()
+    );
+    consumer.terminate();
+    let status = consumer.wait_for(Duration::from_secs(15));
+    let stderr = consumer.stderr();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{stderr}"
+    );
+
+    let lines = sink_lines(&sink);
+    let ready = rabbit.ready(&queue.name) as usize;
+    eprintln!(
+        "at SIGTERM: {} written, {ready} left in the queue",
+        lines.len()
+    );
+    assert!(
+        ready > 0,
+        "the consumer finished before the signal: no work was in flight"
+    );
+    // Nothing lost, nothing twice, nothing unacked: every record is either written once or
+    // back in the queue, ready.
+    let left = rabbit.take_all(&queue.name);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for line in &lines {
+        let token = line
+            .split("tok-")
+            .nth(1)
+            .map(|t| t[..6].to_string())
+            .expect("a token in every line");
+        *seen.entry(token).or_default() += 1;
+    }
+    for (body, _) in &left {
+        let text = String::from_utf8_lossy(body);
+        let token = text
+            .split("tok-")
+            .nth(1)
+            .map(|t| t[..6].to_string())
+            .expect("token");
+        *seen.entry(token).or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "every record is written or still queued");
+    assert!(
+        seen.values().all(|&c| c == 1),
+        "a record was both written and requeued"
+    );
+    assert!(stderr.contains("stopped cleanly"), "stderr:\n{stderr}");
+}
