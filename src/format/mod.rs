@@ -15,6 +15,7 @@ pub mod cache;
 pub mod dollar;
 pub mod number;
 pub mod percent;
+mod stack;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -321,50 +322,54 @@ pub fn render_cached(
         return render(msg, args, style, limits);
     }
     match style {
-        Style::Percent => {
-            let t = cached(
-                &PERCENT_CACHE,
-                msg,
-                limits.max_fields,
-                percent::parse,
-                |t| (!t.truncated).then(|| t.heap_bytes()),
-            );
-            percent::render_parsed(&t, msg, args, limits)
-        }
-        Style::Brace => {
-            // A brace template cut short for one field limit re-parses itself when
-            // rendered under a larger one, so every parse is safe to cache.
-            let t = cached(&BRACE_CACHE, msg, limits.max_fields, brace::parse, |t| {
-                Some(t.heap_bytes())
-            });
-            brace::render_parsed(&t, msg, args, limits)
-        }
+        Style::Percent => with_cached(
+            &PERCENT_CACHE,
+            msg,
+            limits.max_fields,
+            percent::parse,
+            |t| (!t.truncated).then(|| t.heap_bytes()),
+            |t| percent::render_parsed(t, msg, args, limits),
+        ),
+        // A brace template cut short for one field limit re-parses itself when rendered
+        // under a larger one, so every parse is safe to cache.
+        Style::Brace => with_cached(
+            &BRACE_CACHE,
+            msg,
+            limits.max_fields,
+            brace::parse,
+            |t| Some(t.heap_bytes()),
+            |t| brace::render_parsed(t, msg, args, limits),
+        ),
         // `string.Template` parsing is one regex-like scan; nothing worth caching.
         Style::Dollar => dollar::render(msg, args, limits),
     }
 }
 
-/// The cached parse of `msg`, parsing (and caching) it when absent. `cost` gives the heap
-/// bytes of a parse worth caching, or `None` for one that depends on `max_fields` (cut
-/// short for having too many fields): those are rare and not cached, so a cached parse is
-/// valid whatever the field limit.
-fn cached<T>(
+/// Runs `render` on the cached parse of `msg`, parsing (and caching) it when absent. A hit
+/// renders under the cache's shared borrow, so it costs neither a reference count nor a
+/// copy. `cost` gives the heap bytes of a parse worth caching, or `None` for one that
+/// depends on `max_fields` (cut short for having too many fields): those are rare and not
+/// cached, so a cached parse is valid whatever the field limit.
+fn with_cached<T, R>(
     cache: &'static std::thread::LocalKey<RefCell<TemplateCache<Box<str>, T>>>,
     msg: &str,
     max_fields: usize,
     parse: impl Fn(&str, usize) -> T,
     cost: impl Fn(&T) -> Option<usize>,
-) -> Arc<T> {
+    render: impl FnOnce(&T) -> R,
+) -> R {
     cache.with(|c| {
-        if let Some(t) = c.try_borrow().ok().and_then(|c| c.get(msg)) {
-            return t;
+        if let Ok(c) = c.try_borrow() {
+            if let Some(t) = c.get_ref(msg) {
+                return render(t);
+            }
         }
         let t = Arc::new(parse(msg, max_fields));
         if let (Some(heap), Ok(mut c)) = (cost(&t), c.try_borrow_mut()) {
             let bytes = msg.len() + heap + std::mem::size_of::<T>();
             c.insert(msg.into(), Arc::clone(&t), bytes);
         }
-        t
+        render(&t)
     })
 }
 

@@ -20,6 +20,7 @@ use std::ops::Range;
 use indexmap::IndexMap;
 
 use super::number::{self, FloatFmt, FloatKind};
+use super::stack::{self, StackStr};
 use super::{Args, Buf, Counter, Out, Reject};
 use crate::config::Limits;
 use crate::value::{self, Int, Value};
@@ -40,6 +41,11 @@ pub struct Template {
     pub field_count: usize,
     /// Whether `items` stops short of the end of the text (too many fields to store).
     pub truncated: bool,
+    /// Bytes of literal text in `items`.
+    literal_bytes: usize,
+    /// Every spec is a bare `%s`, `%d`, `%i` or `%u` (no key, flag, width or precision):
+    /// no width or precision limit can fire, so [`render_bare`] may be tried.
+    bare: bool,
 }
 
 impl Template {
@@ -101,6 +107,23 @@ impl Spec {
     fn wants_mapping(&self) -> bool {
         self.key.is_some() || self.conv == Conv::IncompleteKey
     }
+
+    /// The conversion of a spec with nothing but one (`%s`, `%d`, `%i`, `%u`).
+    fn bare_conv(&self) -> Option<char> {
+        match self.conv {
+            Conv::Char {
+                ch: ch @ ('s' | 'd' | 'i' | 'u'),
+                ..
+            } if self.key.is_none()
+                && self.flags == 0
+                && self.width == Num::Absent
+                && self.precision == Num::Absent =>
+            {
+                Some(ch)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Parses `msg` as a `%` template. Never fails: a syntax error becomes a spec that raises
@@ -156,10 +179,24 @@ pub fn parse(msg: &str, max_fields: usize) -> Template {
             items.push(Item::Spec(spec));
         }
     }
+    let literal_bytes = items
+        .iter()
+        .map(|i| match i {
+            Item::Literal(r) => r.len(),
+            Item::Spec(_) => 0,
+        })
+        .sum();
+    let bare = !truncated
+        && items.iter().all(|i| match i {
+            Item::Literal(_) => true,
+            Item::Spec(s) => s.bare_conv().is_some(),
+        });
     Template {
         items,
         field_count,
         truncated,
+        literal_bytes,
+        bare,
     }
 }
 
@@ -310,6 +347,11 @@ pub fn render_parsed(
             return render_parsed(&full, msg, args, limits);
         }
     }
+    if let (true, Args::Tuple(values)) = (t.bare, args) {
+        if let Some(s) = render_bare(t, msg, values, limits.max_output_bytes) {
+            return Ok(s);
+        }
+    }
     check_width_precision(t, msg, args, limits)?;
     let mut counter = Counter::new(limits.max_output_bytes);
     if let Some(err) = run(t, msg, args, &mut counter, limits, true)? {
@@ -318,6 +360,83 @@ pub fn render_parsed(
     let mut buf = Buf::new(limits.max_output_bytes, counter.len());
     run(t, msg, args, &mut buf, limits, false)?;
     Ok(buf.into_string())
+}
+
+/// The fast path for the common shape: bare specs, a tuple of as many str, small int,
+/// bool, None or float args, each one its conversion accepts. Nothing can fail then but the
+/// output size, which is summed exactly first: the one allocation is made only when it
+/// fits. `None` for anything else (or an output over the limit), which the general path
+/// then renders or refuses as it always does.
+fn render_bare(t: &Template, msg: &str, values: &[Value], limit: usize) -> Option<String> {
+    if values.len() != t.field_count {
+        return None;
+    }
+    let mut size = t.literal_bytes;
+    let mut vals = values.iter();
+    for item in &t.items {
+        if let Item::Spec(spec) = item {
+            let n = bare_len(conv_char(spec)?, vals.next()?)?;
+            size = size.checked_add(n)?;
+        }
+    }
+    if size > limit {
+        return None;
+    }
+    let mut out = String::with_capacity(size);
+    let mut vals = values.iter();
+    for item in &t.items {
+        match item {
+            Item::Literal(r) => out.push_str(msg.get(r.clone())?),
+            Item::Spec(spec) => write_bare(conv_char(spec)?, vals.next()?, &mut out)?,
+        }
+    }
+    Some(out)
+}
+
+/// The conversion character of a spec (all there is to a bare one).
+#[inline]
+fn conv_char(spec: &Spec) -> Option<char> {
+    match spec.conv {
+        Conv::Char { ch, .. } => Some(ch),
+        _ => None,
+    }
+}
+
+/// The length of `value` under a bare conversion, when the fast path takes it.
+fn bare_len(conv: char, value: &Value) -> Option<usize> {
+    match (value, conv) {
+        (Value::Int(Int::Small(v)), _) => Some(stack::i64_str_len(*v)),
+        (Value::Bool(_), 'd' | 'i' | 'u') => Some(1),
+        (_, 'd' | 'i' | 'u') => None,
+        (Value::Str(s), _) => Some(s.len()),
+        (Value::Bool(b), _) => Some(if *b { 4 } else { 5 }),
+        (Value::None, _) => Some(4),
+        (Value::Float(x), _) => Some(float_repr(*x)?.len()),
+        _ => None,
+    }
+}
+
+/// Writes what [`bare_len`] measured.
+fn write_bare(conv: char, value: &Value, out: &mut String) -> Option<()> {
+    let mut digits = [0u8; 22];
+    match (value, conv) {
+        (Value::Int(Int::Small(v)), _) => out.push_str(stack::i64_str(*v, &mut digits)),
+        (Value::Bool(b), 'd' | 'i' | 'u') => out.push(if *b { '1' } else { '0' }),
+        (_, 'd' | 'i' | 'u') => return None,
+        (Value::Str(s), _) => out.push_str(s),
+        (Value::Bool(b), _) => out.push_str(if *b { "True" } else { "False" }),
+        (Value::None, _) => out.push_str("None"),
+        (Value::Float(x), _) => out.push_str(float_repr(*x)?.as_str()),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// `repr(x)` on the stack (it is at most 24 bytes).
+fn float_repr(x: f64) -> Option<StackStr<32>> {
+    let mut s = StackStr::new();
+    number::write_float(x, &FloatFmt::REPR, &mut s).ok()?;
+    Some(s)
 }
 
 /// An argument as CPython's formatter holds it: a value, or the record's named args
@@ -768,7 +887,15 @@ fn format_int(
     if at_least > limit {
         return Err(Reject::OutputTooLarge { at_least, limit });
     }
-    let digits = number::int_magnitude_digits(&n, radix, ch == 'X')?;
+    let mut small = [0u8; 22];
+    let big;
+    let digits = match &*n {
+        Int::Small(v) => stack::u64_digits(v.unsigned_abs(), radix, ch == 'X', &mut small),
+        Int::Big(_) => {
+            big = number::int_magnitude_digits(&n, radix, ch == 'X')?;
+            big.as_str()
+        }
+    };
     let zeros = r.precision.unwrap_or(0).saturating_sub(digits.len());
     emit_number(
         out,
@@ -776,7 +903,7 @@ fn format_int(
         n.is_negative(),
         prefix,
         zeros,
-        &|o| o.push_str(&digits),
+        &|o| o.push_str(digits),
         digits.len(),
     )
 }
@@ -1309,6 +1436,71 @@ mod tests {
         assert_eq!(
             tuple("%.3s", &[Value::List(vec![big])]),
             Err(number::int_too_long())
+        );
+    }
+
+    #[test]
+    fn percent_bare_fast_path_renders_as_the_general_path() {
+        // `%-s` lays out like `%s` but carries a flag, so it takes the general path.
+        let values = [
+            s("alice"),
+            s(""),
+            s("日本"),
+            int(0),
+            int(-7),
+            int(i64::MIN),
+            int(i64::MAX),
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::None,
+            Value::Float(0.1),
+            Value::Float(-0.0),
+            Value::Float(1e20),
+            Value::Float(1e-5),
+            Value::Float(f64::NAN),
+            Value::Float(-f64::INFINITY),
+            Value::Float(-1.7976931348623157e308),
+        ];
+        for v in &values {
+            for conv in ['s', 'd', 'i', 'u'] {
+                let bare = tuple(&format!("<%{conv}>"), std::slice::from_ref(v));
+                let general = tuple(&format!("<%-{conv}>"), std::slice::from_ref(v));
+                assert_eq!(bare, general, "%{conv} of {v:?}");
+            }
+        }
+        assert_eq!(
+            tuple("user %s from %s after %d", &[s("a"), s("b"), int(3)]).as_deref(),
+            Ok("user a from b after 3")
+        );
+    }
+
+    #[test]
+    fn percent_bare_fast_path_leaves_errors_and_limits_to_the_general_path() {
+        assert_eq!(
+            tuple("%s %s", &[s("a")]),
+            err("TypeError", "not enough arguments for format string")
+        );
+        assert_eq!(
+            tuple("%s", &[s("a"), s("b")]),
+            err(
+                "TypeError",
+                "not all arguments converted during string formatting"
+            )
+        );
+        let l = Limits {
+            max_output_bytes: 8,
+            ..Limits::default()
+        };
+        assert_eq!(
+            render("%s%s", Args::Tuple(&[s("abcde"), s("fghij")]), &l),
+            Err(Reject::OutputTooLarge {
+                at_least: 10,
+                limit: 8
+            })
+        );
+        assert_eq!(
+            render("%s%s", Args::Tuple(&[s("abcd"), s("efgh")]), &l).as_deref(),
+            Ok("abcdefgh")
         );
     }
 
