@@ -407,24 +407,6 @@ fn write_args_repr(args: Args<'_>, out: &mut dyn Out) {
     }
 }
 
-/// The exact number of decimal digits of `|n|`, from its bit length and at most one
-/// comparison with a power of ten (never a conversion).
-fn decimal_digits(n: &Int) -> usize {
-    let lo = number::int_digits_lower_bound(n, 10).max(1);
-    let hi = number::int_decimal_digits_upper_bound(n);
-    if lo >= hi {
-        return lo;
-    }
-    let magnitude = n.to_bigint().magnitude().clone();
-    let mut digits = lo;
-    let mut power = num_bigint::BigUint::from(10u32).pow(lo as u32);
-    while digits < hi && magnitude >= power {
-        digits += 1;
-        power *= 10u32;
-    }
-    digits
-}
-
 /// CPython's `repr(v)`, except that an int too long for CPython's `repr()` (more than
 /// 4,300 digits) is written in full: the fallback must show the args, not fail.
 fn write_repr_lenient(v: &Value, out: &mut dyn Out) {
@@ -436,7 +418,10 @@ fn write_repr_lenient(v: &Value, out: &mut dyn Out) {
         Value::Int(n) => {
             // CPython cannot repr it either; converting it would be quadratic in its size
             // (seconds for a million digits), so the fallback names it instead.
-            let _ = out.push_str(&format!("<int of {} digits>", decimal_digits(n)));
+            let _ = out.push_str(&format!(
+                "<int of {} digits>",
+                number::int_decimal_digits(n)
+            ));
         }
         Value::List(items) => {
             let _ = out.push_char('[');

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use num_bigint::{BigInt, Sign};
 use num_traits::{ToPrimitive, Zero};
 
-use crate::format::number::{self, int_digits_lower_bound, INT_MAX_STR_DIGITS};
+use crate::format::number;
 use crate::format::{Out, Reject};
 
 /// A Python int. Small values stay inline; `Big` only holds values outside `i64`, or a
@@ -249,15 +249,7 @@ pub fn write_ascii(v: &Value, out: &mut dyn Out) -> Result<(), Reject> {
 /// keeps only a prefix of the text (`%.5s`) stop early and still raise what CPython raises.
 pub fn check_printable(v: &Value) -> Result<(), Reject> {
     match v {
-        Value::Int(n @ Int::Big(_)) => {
-            if int_digits_lower_bound(n, 10) > INT_MAX_STR_DIGITS
-                || number::int_decimal_digits_upper_bound(n) > INT_MAX_STR_DIGITS
-            {
-                number::int_magnitude_digits(n, 10, false).map(|_| ())
-            } else {
-                Ok(())
-            }
-        }
+        Value::Int(n) if number::exceeds_str_digits(n) => Err(number::int_too_long()),
         Value::List(items) => items.iter().try_for_each(check_printable),
         Value::Dict(map) => map.values().try_for_each(check_printable),
         _ => Ok(()),

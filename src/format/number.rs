@@ -7,7 +7,9 @@
 //! layout (zero padding, point, exponent) is CPython's `format_float_short`, written through
 //! [`Out`] so that a huge precision is measured, not built.
 
-use num_bigint::Sign;
+use std::sync::OnceLock;
+
+use num_bigint::{BigUint, Sign};
 use num_traits::Zero;
 
 use super::{Out, Reject};
@@ -330,6 +332,9 @@ pub fn int_magnitude_digits(n: &Int, radix: u32, upper: bool) -> Result<String, 
     if radix == 10 && int_digits_lower_bound(n, 10) > INT_MAX_STR_DIGITS {
         return Err(int_too_long());
     }
+    if radix == 10 && exceeds_str_digits(n) {
+        return Err(int_too_long());
+    }
     if n.literal_digits().is_some() {
         // A huge literal is longer than the output limit in every base: the decoder keeps
         // one only then, and callers refuse by `int_digits_lower_bound` before converting.
@@ -379,6 +384,62 @@ pub fn int_digits_lower_bound(n: &Int, radix: u32) -> usize {
             let d = (u128::from(bits - 1) * 30_102_999_566) / 100_000_000_000 + 1;
             usize::try_from(d).unwrap_or(usize::MAX)
         }
+    }
+}
+
+/// Whether `|n|` has more than 4,300 decimal digits, found without converting it: from
+/// its bit length, or, when that cannot tell, by one comparison with `10^4300` (built once
+/// per process). Converting first would cost ~50 KB for an int CPython refuses anyway.
+pub fn exceeds_str_digits(n: &Int) -> bool {
+    if int_digits_lower_bound(n, 10) > INT_MAX_STR_DIGITS {
+        return true;
+    }
+    if int_decimal_digits_upper_bound(n) <= INT_MAX_STR_DIGITS {
+        return false;
+    }
+    match n {
+        Int::Small(_) => false,
+        Int::Big(b) => b.magnitude() >= ten_pow_max_str_digits(),
+    }
+}
+
+/// `10^4300`: the smallest magnitude CPython refuses to convert to decimal.
+fn ten_pow_max_str_digits() -> &'static BigUint {
+    static POW: OnceLock<BigUint> = OnceLock::new();
+    POW.get_or_init(|| num_traits::pow(BigUint::from(10u8), INT_MAX_STR_DIGITS))
+}
+
+/// The exact number of decimal digits of `|n|` (1 for zero), without converting it and
+/// without the 4,300-digit rule: from its bit length, and at most one comparison with a
+/// power of ten when that leaves two candidates.
+pub fn int_decimal_digits(n: &Int) -> usize {
+    let lo = int_digits_lower_bound(n, 10).max(1);
+    let hi = int_decimal_digits_upper_bound(n);
+    let Int::Big(b) = n else {
+        let mut digits = 1;
+        let mut m = match n {
+            Int::Small(v) => v.unsigned_abs(),
+            Int::Big(_) => 0,
+        };
+        while m >= 10 {
+            m /= 10;
+            digits += 1;
+        }
+        return digits;
+    };
+    if lo >= hi || n.literal_digits().is_some() {
+        return lo;
+    }
+    // The bounds differ by at most one: |n| has `hi` digits iff |n| >= 10^lo.
+    let reaches = if lo == INT_MAX_STR_DIGITS {
+        b.magnitude() >= ten_pow_max_str_digits()
+    } else {
+        *b.magnitude() >= num_traits::pow(BigUint::from(10u8), lo)
+    };
+    if reaches {
+        hi
+    } else {
+        lo
     }
 }
 
@@ -518,6 +579,28 @@ mod tests {
             int_magnitude_digits(&Int::Small(-255), 16, true),
             Ok("FF".to_string())
         );
+    }
+
+    #[test]
+    fn int_decimal_digits_are_exact_and_the_4300_rule_needs_no_conversion() {
+        for k in [1u32, 18, 19, 20, 99, 4299, 4300, 4301, 9000] {
+            let p = BigInt::from(10u8).pow(k);
+            for (n, want) in [(p.clone() - 1, k), (p.clone(), k + 1), (-p, k + 1)] {
+                let n = Int::from_bigint(n);
+                assert_eq!(int_decimal_digits(&n), want as usize, "10^{k} ± 1");
+                assert_eq!(exceeds_str_digits(&n), want > 4300, "10^{k} ± 1");
+            }
+        }
+        assert_eq!(int_decimal_digits(&Int::Small(0)), 1);
+        assert_eq!(int_decimal_digits(&Int::Small(i64::MIN)), 19);
+        assert_eq!(int_decimal_digits(&Int::huge_literal(99_999, true)), 99_999);
+        assert!(exceeds_str_digits(&Int::huge_literal(99_999, false)));
+        let edge = Int::from_bigint(BigInt::from(10u8).pow(4300));
+        // 10^4300 is built once per process; that is not the record's cost.
+        assert!(exceeds_str_digits(&edge));
+        let (r, bytes) = crate::alloc::measure(|| int_magnitude_digits(&edge, 10, false));
+        assert_eq!(r, Err(int_too_long()));
+        assert!(bytes < 2048, "refused without converting: {bytes} bytes");
     }
 
     #[test]
