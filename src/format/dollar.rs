@@ -153,7 +153,7 @@ fn substitute(msg: &str, args: Args<'_>, out: &mut dyn Out) -> Result<(), Reject
             Token::Escaped => out.push_char('$'),
             Token::Named(name) => lookup(args, name)
                 .and_then(|v| value::write_str(v, out))
-                .map_err(|e| at_offset(e, at)),
+                .map_err(|e| e.at(at)),
             Token::Invalid => Err(invalid_placeholder(msg, at)),
         });
         result = r;
@@ -161,21 +161,6 @@ fn substitute(msg: &str, args: Args<'_>, out: &mut dyn Out) -> Result<(), Reject
     });
     result?;
     out.push_str(tail)
-}
-
-fn at_offset(e: Reject, at: usize) -> Reject {
-    match e {
-        Reject::FormatError {
-            exception,
-            message,
-            offset: None,
-        } => Reject::FormatError {
-            exception,
-            message,
-            offset: Some(at),
-        },
-        e => e,
-    }
 }
 
 /// The check pass: field count, output size (every placeholder measured, even past an
@@ -200,7 +185,7 @@ fn check(msg: &str, args: Args<'_>) -> Check {
                 c.fields += 1;
                 lookup(args, name)
                     .and_then(|v| measure_str(v, &mut c.size))
-                    .map_err(|e| at_offset(e, at))
+                    .map_err(|e| e.at(at))
             }
             Token::Invalid => Err(invalid_placeholder(msg, at)),
         };

@@ -105,6 +105,23 @@ impl Reject {
         }
     }
 
+    /// This error, placed at byte `offset` of `msg` unless it already names a place. Only a
+    /// `FormatError` takes one: every other reject has its place (or none) by nature.
+    pub fn at(self, offset: usize) -> Reject {
+        match self {
+            Reject::FormatError {
+                exception,
+                message,
+                offset: None,
+            } => Reject::FormatError {
+                exception,
+                message,
+                offset: Some(offset),
+            },
+            e => e,
+        }
+    }
+
     pub fn rule(&self) -> Rule {
         match self {
             Reject::AttributeAccess { .. } => Rule::AttributeAccess,

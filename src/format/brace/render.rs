@@ -43,22 +43,6 @@ fn value_error(message: impl Into<String>) -> Reject {
     Reject::format_error("ValueError", message)
 }
 
-/// Gives a `FormatError` the place it names, unless it has one.
-fn at(e: Reject, place: usize) -> Reject {
-    match e {
-        Reject::FormatError {
-            exception,
-            message,
-            offset: None,
-        } => Reject::FormatError {
-            exception,
-            message,
-            offset: Some(place),
-        },
-        e => e,
-    }
-}
-
 impl<'a> Walk<'a> {
     pub fn new(msg: &'a str, args: Args<'a>, limits: &'a Limits, check: bool) -> Self {
         Walk {
@@ -126,7 +110,7 @@ impl<'a> Walk<'a> {
         let obj = match self.lookup(f).and_then(|o| convert(o, f.conversion)) {
             Ok(o) => Some(o),
             Err(e) => {
-                self.settle(Err(at(e, f.start)))?;
+                self.settle(Err(e.at(f.start)))?;
                 None
             }
         };
@@ -159,16 +143,10 @@ impl<'a> Walk<'a> {
                         self.check_limits(raw, *start)?;
                     }
                 }
-                return self.settle(Err(at(
-                    value_error("Max string recursion exceeded"),
-                    f.start,
-                )));
+                return self.settle(Err(value_error("Max string recursion exceeded").at(f.start)));
             }
             FieldSpec::Opaque => {
-                return self.settle(Err(at(
-                    value_error("Max string recursion exceeded"),
-                    f.start,
-                )));
+                return self.settle(Err(value_error("Max string recursion exceeded").at(f.start)));
             }
         };
         if let Some(raw) = raw {
@@ -176,7 +154,7 @@ impl<'a> Walk<'a> {
         }
         let Some(obj) = obj else { return Ok(()) };
         let r = fmt::format_obj(obj, text, raw, self.limits.max_output_bytes, out);
-        self.settle(r.map_err(|e| at(e, f.start)))
+        self.settle(r.map_err(|e| e.at(f.start)))
     }
 
     fn check_limits(&self, raw: &RawSpec, offset: usize) -> Result<(), Reject> {
