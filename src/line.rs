@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use indexmap::IndexMap;
 
 use crate::finding::{Finding, Rule};
-use crate::format::{number, Args, Out, Reject};
+use crate::format::{number, Args, Counter, Out, Reject};
 use crate::value::{self, Int, Value};
 
 mod template;
@@ -184,9 +184,9 @@ pub fn field_str(v: &Value) -> Cow<'_, str> {
         Value::Str(s) => Cow::Borrowed(s),
         _ => {
             // Unbounded: a carried value is bounded by the body.
-            let mut out = Prefix::new(usize::MAX);
-            write_str_lenient(v, &mut out);
-            Cow::Owned(out.kept)
+            let mut text = String::new();
+            write_str_lenient(v, &mut Prefix::new(&mut text, usize::MAX));
+            Cow::Owned(text)
         }
     }
 }
@@ -345,8 +345,9 @@ fn push_int_exact(n: &Int, out: &mut String) {
 /// `template` and no args.
 ///
 /// Memory stays bounded by `max_output_bytes` whatever the size of the args: the repr is
-/// written once through a sink that keeps its first `max_output_bytes` bytes and only
-/// counts the rest, which gives `N` exactly.
+/// measured first (written to a counter), then written through a sink that keeps its
+/// first `max_output_bytes` bytes and only counts the rest, which gives `N` exactly; the
+/// message is one allocation of the size it ends up.
 pub fn fallback_message(
     rule: Rule,
     template: &str,
@@ -354,20 +355,46 @@ pub fn fallback_message(
     max_output_bytes: usize,
 ) -> String {
     let mut out = String::new();
-    out.push_str("[logfence rejected: ");
+    push_fallback(rule, template, args, max_output_bytes, &mut out);
+    out
+}
+
+/// [`fallback_message`] appended to `out`, which is grown once, to fit.
+pub fn push_fallback(
+    rule: Rule,
+    template: &str,
+    args: Option<Args<'_>>,
+    max_output_bytes: usize,
+    out: &mut String,
+) {
+    const HEAD: &str = "[logfence rejected: ";
+    let kept = floor_char_boundary(template, max_output_bytes);
+    let repr_total = args.map(|a| {
+        let mut c = Counter::new(usize::MAX);
+        write_args_repr(a, &mut c);
+        c.len()
+    });
+    // The repr's cut falls at most 3 bytes before the limit (a character boundary).
+    let repr_room = repr_total.map_or(0, |t| {
+        let shown = t.min(max_output_bytes);
+        let cut = if t > shown { t - shown + 3 } else { 0 };
+        1 + shown + truncated_len(cut)
+    });
+    out.reserve(
+        HEAD.len() + rule.id().len() + 2 + kept + truncated_len(template.len() - kept) + repr_room,
+    );
+    out.push_str(HEAD);
     out.push_str(rule.id());
     out.push_str("] ");
-    let kept = floor_char_boundary(template, max_output_bytes);
     out.push_str(&template[..kept]);
-    push_truncated(template.len() - kept, &mut out);
+    push_truncated(template.len() - kept, out);
     if let Some(args) = args {
-        let mut repr = Prefix::new(max_output_bytes);
-        write_args_repr(args, &mut repr);
         out.push(' ');
-        out.push_str(&repr.kept);
-        push_truncated(repr.total - repr.kept.len(), &mut out);
+        let mut repr = Prefix::new(out, max_output_bytes);
+        write_args_repr(args, &mut repr);
+        let cut = repr.total - repr.kept_len();
+        push_truncated(cut, out);
     }
-    out
 }
 
 fn push_truncated(cut: usize, out: &mut String) {
@@ -375,6 +402,20 @@ fn push_truncated(cut: usize, out: &mut String) {
         out.push_str(TRUNCATED);
         let _ = write!(out, "{cut} bytes]");
     }
+}
+
+/// The length of the marker [`push_truncated`] writes.
+fn truncated_len(cut: usize) -> usize {
+    if cut == 0 {
+        return 0;
+    }
+    let mut digits = 1;
+    let mut rest = cut;
+    while rest >= 10 {
+        rest /= 10;
+        digits += 1;
+    }
+    TRUNCATED.len() + digits + " bytes]".len()
 }
 
 /// The largest character boundary of `s` at or below `limit`.
@@ -465,50 +506,50 @@ fn write_str_lenient(v: &Value, out: &mut dyn Out) {
 }
 
 fn write_key_repr(k: &str, out: &mut dyn Out) {
-    let _ = value::write_repr(&Value::Str(k.to_string()), out);
+    let _ = value::write_str_repr(k, out);
 }
 
-/// A sink that keeps the first `limit` bytes (cut at a character boundary; after the
-/// first cut nothing more is kept) and counts everything: a prefix and an exact total in
-/// one pass and bounded memory. Never refuses a write.
+/// A sink that appends the first `limit` bytes it is given to a string (cut at a character
+/// boundary; after the first cut nothing more is kept) and counts everything: a prefix and
+/// an exact total in one pass and bounded memory. Never refuses a write.
 #[derive(Debug)]
-struct Prefix {
-    kept: String,
+struct Prefix<'s> {
+    out: &'s mut String,
+    /// Where the kept part starts in `out`.
+    start: usize,
     limit: usize,
     total: usize,
     full: bool,
 }
 
-impl Prefix {
-    fn new(limit: usize) -> Prefix {
+impl<'s> Prefix<'s> {
+    fn new(out: &'s mut String, limit: usize) -> Prefix<'s> {
         Prefix {
-            kept: String::new(),
+            start: out.len(),
+            out,
             limit,
             total: 0,
             full: false,
         }
     }
 
+    fn kept_len(&self) -> usize {
+        self.out.len() - self.start
+    }
+
     fn keep(&mut self, s: &str) {
         if self.full {
             return;
         }
-        let room = self.limit - self.kept.len();
-        let take = floor_char_boundary(s, room);
+        let take = floor_char_boundary(s, self.limit - self.kept_len());
         if take < s.len() {
             self.full = true;
         }
-        // Grow exactly, never past the limit.
-        let want = self.kept.len() + take;
-        if want > self.kept.capacity() {
-            let target = (self.kept.capacity() * 2).max(want).min(self.limit);
-            self.kept.reserve_exact(target - self.kept.len());
-        }
-        self.kept.push_str(&s[..take]);
+        self.out.push_str(&s[..take]);
     }
 }
 
-impl Out for Prefix {
+impl Out for Prefix<'_> {
     fn push_str(&mut self, s: &str) -> Result<(), Reject> {
         self.total = self.total.saturating_add(s.len());
         self.keep(s);
@@ -516,14 +557,17 @@ impl Out for Prefix {
     }
 
     fn push_repeat(&mut self, c: char, n: usize) -> Result<(), Reject> {
-        let mut b = [0u8; 4];
-        let s: &str = c.encode_utf8(&mut b);
-        for _ in 0..n {
-            if self.full {
-                self.total = self.total.saturating_add(s.len().saturating_mul(n));
-                return Ok(());
-            }
-            self.push_str(s)?;
+        let unit = c.len_utf8();
+        self.total = self.total.saturating_add(unit.saturating_mul(n));
+        if self.full {
+            return Ok(());
+        }
+        let fits = (self.limit - self.kept_len()) / unit;
+        if fits < n {
+            self.full = true;
+        }
+        for _ in 0..n.min(fits) {
+            self.out.push(c);
         }
         Ok(())
     }
@@ -670,6 +714,39 @@ mod tests {
             &m[..200]
         );
         assert!(m.len() < 300);
+    }
+
+    #[test]
+    fn fallback_message_is_one_allocation_of_its_own_size() {
+        let long = "é".repeat(40);
+        let args = [s(&long), int(7), s("x")];
+        for limit in [10, 11, 45, 1000] {
+            let (m, bytes) = crate::alloc::measure(|| {
+                fallback_message(Rule::TooManyFields, &long, Some(Args::Tuple(&args)), limit)
+            });
+            // jemalloc size classes: at most 25% over the request (and 16 bytes for tiny).
+            assert!(
+                bytes as usize <= (m.len() + 24) * 5 / 4 + 16,
+                "{limit}: {bytes} bytes for {}",
+                m.len()
+            );
+            let (_, more) = crate::alloc::measure(|| {
+                // Room for the reservation's slack (a cut may fall 3 bytes short).
+                let mut into = String::with_capacity(m.len() + 8);
+                push_fallback(
+                    Rule::TooManyFields,
+                    &long,
+                    Some(Args::Tuple(&args)),
+                    limit,
+                    &mut into,
+                );
+                assert_eq!(into, m);
+            });
+            assert!(
+                more as usize <= (m.len() + 24) * 5 / 4 + 16,
+                "{limit}: {more}"
+            );
+        }
     }
 
     #[test]

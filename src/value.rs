@@ -271,7 +271,7 @@ pub fn is_printable(c: char) -> bool {
 }
 
 /// `repr(s)`: CPython's quote choice and escapes (`unicode_repr`).
-fn write_str_repr(s: &str, out: &mut dyn Out) -> Result<(), Reject> {
+pub fn write_str_repr(s: &str, out: &mut dyn Out) -> Result<(), Reject> {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
