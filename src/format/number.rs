@@ -453,7 +453,8 @@ pub fn int_decimal_digits_upper_bound(n: &Int) -> usize {
     usize::try_from(d).unwrap_or(usize::MAX)
 }
 
-/// `str(n)` through `out`, sign included, with CPython's 4,300-digit rule.
+/// `str(n)` through `out`, sign included, with CPython's 4,300-digit rule. A machine int
+/// is converted on the stack: a repr of many small ints allocates nothing.
 ///
 /// An int whose bit length alone proves it too long first pushes its lower-bound length
 /// (filler) so that a bounded sink reports `OutputTooLarge` when even that does not fit:
@@ -461,7 +462,24 @@ pub fn int_decimal_digits_upper_bound(n: &Int) -> usize {
 /// `output-too-large`). On `Err` the sink's content is garbage, as after any error.
 pub fn write_int_decimal(n: &Int, out: &mut dyn Out) -> Result<(), Reject> {
     match n {
-        Int::Small(v) => out.push_str(&v.to_string()),
+        Int::Small(v) => {
+            let mut buf = [0u8; 20];
+            let mut i = buf.len();
+            let mut m = v.unsigned_abs();
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (m % 10) as u8;
+                m /= 10;
+                if m == 0 {
+                    break;
+                }
+            }
+            if *v < 0 {
+                out.push_char('-')?;
+            }
+            // Only ASCII digits were written.
+            out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"))
+        }
         Int::Big(b) => {
             if b.is_zero() {
                 return out.push_char('0');
@@ -590,6 +608,11 @@ mod tests {
                 assert_eq!(int_decimal_digits(&n), want as usize, "10^{k} ± 1");
                 assert_eq!(exceeds_str_digits(&n), want > 4300, "10^{k} ± 1");
             }
+        }
+        for v in [0, 7, -7, 10, -100, i64::MAX, i64::MIN] {
+            let mut s = StringOut(String::new());
+            assert_eq!(write_int_decimal(&Int::Small(v), &mut s), Ok(()));
+            assert_eq!(s.0, v.to_string());
         }
         assert_eq!(int_decimal_digits(&Int::Small(0)), 1);
         assert_eq!(int_decimal_digits(&Int::Small(i64::MIN)), 19);
