@@ -93,7 +93,7 @@ pub fn parse_object(
     Ok(Parsed {
         value,
         lone_surrogate: p.lone_surrogate,
-        borrowed: p.borrowed,
+        borrowed: p.borrowed.take(),
     })
 }
 
@@ -131,6 +131,51 @@ pub enum StrValue {
 
 /// Per top-level member: the digit count above which its int literals are only counted.
 pub type HugeInt = dyn Fn(&str) -> Option<usize>;
+
+/// The scratch stacks of a parser, kept emptied on its thread for the next parse: a
+/// record's values wait there until their container is built at its exact size, and
+/// growing the stacks afresh for every record would cost about twice its values again.
+#[derive(Default)]
+struct Scratch {
+    frames: Vec<Frame>,
+    values: Vec<Value>,
+    keys: Vec<String>,
+}
+
+/// Stacks larger than this (in elements) are freed rather than kept: the memory a thread
+/// holds between records stays small (~100 KiB) whatever one record needed.
+const SCRATCH_KEEP: usize = 2048;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+impl Drop for Parser<'_> {
+    fn drop(&mut self) {
+        let mut scratch = Scratch {
+            frames: std::mem::take(&mut self.frames),
+            values: std::mem::take(&mut self.values),
+            keys: std::mem::take(&mut self.keys),
+        };
+        scratch.frames.clear();
+        scratch.values.clear();
+        scratch.keys.clear();
+        if scratch.values.capacity() > SCRATCH_KEEP {
+            scratch.values = Vec::new();
+        }
+        if scratch.keys.capacity() > SCRATCH_KEEP {
+            scratch.keys = Vec::new();
+        }
+        if scratch.frames.capacity() > SCRATCH_KEEP {
+            scratch.frames = Vec::new();
+        }
+        let _ = SCRATCH.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = scratch;
+            }
+        });
+    }
+}
 
 /// Python's JSON whitespace: exactly these four.
 fn is_ws(b: u8) -> bool {
@@ -183,6 +228,9 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str, max_depth: usize, keep: Option<&'a dyn Fn(&str) -> bool>) -> Self {
+        let scratch = SCRATCH
+            .with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
+            .unwrap_or_default();
         let start = if text.starts_with('\u{feff}') {
             '\u{feff}'.len_utf8()
         } else {
@@ -201,9 +249,9 @@ impl<'a> Parser<'a> {
             pos: start,
             max_depth: max_depth.min(HARD_MAX_DEPTH),
             lone_surrogate: false,
-            frames: Vec::new(),
-            values: Vec::new(),
-            keys: Vec::new(),
+            frames: scratch.frames,
+            values: scratch.values,
+            keys: scratch.keys,
         }
     }
 

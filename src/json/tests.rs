@@ -825,3 +825,20 @@ fn parse_object_checks_like_parse_and_builds_only_kept_members() {
     assert_eq!(flag("{\"a\":{\"\\udc00\":1}}"), Ok(true));
     assert_eq!(flag("{\"a\":[\"\\udc00\"]}"), Ok(true));
 }
+
+#[test]
+fn scratch_stacks_are_reused_so_a_list_costs_its_exact_size() {
+    let doc = format!(
+        "{{\"a\": [{}]}}",
+        (0..300)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = parse(&doc, 32);
+    let (r, bytes) = crate::alloc::measure(|| parse(&doc, 32));
+    assert!(r.is_ok());
+    // The list (300 values) and the one-entry dict, not the stacks' doublings.
+    let list = 300 * std::mem::size_of::<Value>();
+    assert!(bytes as usize <= list + list / 4 + 1024, "{bytes}");
+}
