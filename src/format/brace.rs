@@ -68,12 +68,7 @@ pub fn render_parsed(
     if let Some(offset) = t.attribute_at {
         return Err(Reject::AttributeAccess { offset });
     }
-    if t.field_count > limits.max_fields {
-        return Err(Reject::TooManyFields {
-            count: t.field_count,
-            limit: limits.max_fields,
-        });
-    }
+    super::check_field_count(t.field_count, limits)?;
     if t.truncated {
         // Parsed for a smaller limit than this one: every field is needed now.
         return render_parsed(&parse(msg, limits.max_fields), msg, args, limits);

@@ -210,12 +210,7 @@ fn measure_str(v: &Value, size: &mut Counter) -> Result<(), Reject> {
 
 pub fn render(msg: &str, args: Args<'_>, limits: &Limits) -> Result<String, Reject> {
     let c = check(msg, args);
-    if c.fields > limits.max_fields {
-        return Err(Reject::TooManyFields {
-            count: c.fields,
-            limit: limits.max_fields,
-        });
-    }
+    super::check_field_count(c.fields, limits)?;
     let size = c.size.len();
     if size > limits.max_output_bytes {
         return Err(Reject::OutputTooLarge {

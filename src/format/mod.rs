@@ -178,6 +178,18 @@ impl Reject {
     }
 }
 
+/// `--max-fields`, the same rule for every style: inclusive (256 fields pass, 257 do not),
+/// counting every field the template holds (SPEC §1).
+pub(crate) fn check_field_count(count: usize, limits: &Limits) -> Result<(), Reject> {
+    if count > limits.max_fields {
+        return Err(Reject::TooManyFields {
+            count,
+            limit: limits.max_fields,
+        });
+    }
+    Ok(())
+}
+
 /// " (would allocate ~2.2 GiB)" for sizes worth a word, else "".
 fn would_allocate(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -334,12 +334,7 @@ pub fn render_parsed(
     args: Args<'_>,
     limits: &Limits,
 ) -> Result<String, Reject> {
-    if t.field_count > limits.max_fields {
-        return Err(Reject::TooManyFields {
-            count: t.field_count,
-            limit: limits.max_fields,
-        });
-    }
+    super::check_field_count(t.field_count, limits)?;
     if t.truncated {
         // Parsed under a smaller `max_fields` than these limits allow: parse again.
         let full = parse(msg, limits.max_fields);
