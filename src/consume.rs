@@ -238,11 +238,13 @@ async fn consume(settings: Settings, pipeline: Pipeline) -> u8 {
 /// Structured logs on stderr; `RUST_LOG` refines the default `info`. They never carry
 /// message content: only fingerprints, rule ids and counts.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -556,7 +556,7 @@ async fn finish(
                 Plan::Release
             }
         };
-        tracing::info!(
+        tracing::debug!(
             fingerprint = %entry.facts.fingerprint,
             delivery = entry.facts.number,
             verdict = plan_label(&entry.plan),
