@@ -28,6 +28,7 @@ use crate::finding::{Finding, Rule};
 use crate::format::{number, Args, Counter, Out, Reject};
 use crate::value::{self, Int, Value};
 
+mod plan;
 mod template;
 
 pub use template::{LineFormatError, LineTemplate};
@@ -89,6 +90,40 @@ pub fn escape_into(s: &str, out: &mut String) {
         done = at + len;
     }
     out.push_str(&s[done..]);
+}
+
+/// The length of `s` escaped, in bytes, without building it.
+pub fn escaped_len(s: &str) -> usize {
+    s.len()
+        + escapes(s)
+            .map(|c| escape_len(c) - c.len_utf8())
+            .sum::<usize>()
+}
+
+/// The length of `s` escaped, in characters (what padding counts), without building it.
+pub fn escaped_chars(s: &str) -> usize {
+    s.chars().count() + escapes(s).map(|c| escape_len(c) - 1).sum::<usize>()
+}
+
+/// The characters of `s` the line escapes, found by the fast scan.
+fn escapes(s: &str) -> impl Iterator<Item = char> + '_ {
+    let b = s.as_bytes();
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        let at = done + first_escape(&b[done..])?;
+        let c = s[at..].chars().next()?;
+        done = at + c.len_utf8();
+        Some(c)
+    })
+}
+
+/// The length of the escape [`push_escape`] writes for `c` (all ASCII).
+fn escape_len(c: char) -> usize {
+    match c {
+        '\\' | '\t' | '\n' | '\r' => 2,
+        _ if u32::from(c) <= 0xff => 4,
+        _ => 6,
+    }
 }
 
 /// Whether the line escapes `c`.

@@ -3,6 +3,7 @@
 
 use indexmap::IndexMap;
 
+use super::plan::Plan;
 use super::{escape, field_str, upper, LineParts};
 use crate::config::Limits;
 use crate::format::{brace, Args, Reject};
@@ -47,6 +48,8 @@ pub struct LineTemplate {
     /// at start-up, so `{message:>2400000000}` is refused before the first record); the
     /// output itself is not capped, its parts being bounded by the body size.
     limits: Limits,
+    /// The template rendered directly, when it has only plain fields (the default does).
+    pub(super) plan: Option<Plan>,
 }
 
 impl LineTemplate {
@@ -78,6 +81,7 @@ impl LineTemplate {
             parsed,
             field_names,
             limits,
+            plan: None,
         };
         // Every value is a string, so one trial render with strings meets every error a
         // record could meet (`{level:d}`, a bad spec, a syntax error), except a spec taken
@@ -97,7 +101,8 @@ impl LineTemplate {
                 r => LineFormatError::Invalid(r.detail()),
             },
         )?;
-        Ok(t)
+        let plan = Plan::compile(fmt, &t.field_names);
+        Ok(LineTemplate { plan, ..t })
     }
 
     /// The template as given.
@@ -113,6 +118,14 @@ impl LineTemplate {
     /// The text line of one record, without the newline. Every part is escaped before it
     /// is formatted; a named field the record lacks is an empty string.
     pub fn render(&self, parts: &LineParts<'_>) -> String {
+        if let Some(plan) = &self.plan {
+            return plan.render(parts, &self.field_names);
+        }
+        self.render_formatted(parts)
+    }
+
+    /// [`LineTemplate::render`] through the `{}` formatter: any template.
+    pub(super) fn render_formatted(&self, parts: &LineParts<'_>) -> String {
         let mut mapping = IndexMap::with_capacity(BUILTIN_NAMES.len() + self.field_names.len());
         let level = upper(parts.level);
         let values = [parts.ts, &level, parts.logger, parts.message];
@@ -153,6 +166,7 @@ impl Default for LineTemplate {
                 max_output_bytes: usize::MAX,
                 ..Limits::default()
             },
+            plan: None,
         })
     }
 }
