@@ -16,6 +16,7 @@ pub mod dollar;
 pub mod number;
 pub mod percent;
 mod stack;
+mod take;
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -21,6 +21,7 @@ use indexmap::IndexMap;
 
 use super::number::{self, FloatFmt, FloatKind};
 use super::stack::{self, StackStr};
+use super::take::Take;
 use super::{Args, Buf, Counter, Out, Reject};
 use crate::config::Limits;
 use crate::value::{self, Int, Value};
@@ -1019,16 +1020,8 @@ fn format_text(
     }
     let cap = r.precision.unwrap_or(usize::MAX);
     let budget = limit.saturating_sub(out.len());
-    let mut m = Take {
-        inner: None,
-        chars_left: cap,
-        bytes: 0,
-        chars: 0,
-        budget,
-        stopped: false,
-    };
-    match write(&mut m) {
-        Err(_) if m.stopped => {}
+    let mut m = Take::new(None, cap).with_budget(budget);
+    match m.run(write) {
         Err(Reject::OutputTooLarge { at_least, .. }) => {
             return Err(Reject::OutputTooLarge {
                 at_least: at_least.saturating_add(out.len()),
@@ -1037,104 +1030,8 @@ fn format_text(
         }
         other => other?,
     }
-    let chars = m.chars;
-    pad_text(out, r, chars, &|o| {
-        let mut t = Take {
-            inner: Some(o),
-            chars_left: chars,
-            bytes: 0,
-            chars: 0,
-            budget: usize::MAX,
-            stopped: false,
-        };
-        match write(&mut t) {
-            Err(_) if t.stopped => Ok(()),
-            other => other,
-        }
-    })
-}
-
-/// Passes on (or, without `inner`, only measures) the first `chars_left` characters of what
-/// is written, then stops the writer with an error flagged by `stopped`.
-struct Take<'a> {
-    inner: Option<&'a mut dyn Out>,
-    chars_left: usize,
-    bytes: usize,
-    chars: usize,
-    /// Bytes the measured text may take before it is `OutputTooLarge`.
-    budget: usize,
-    stopped: bool,
-}
-
-impl Out for Take<'_> {
-    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
-        if self.chars_left == 0 {
-            self.stopped = true;
-            return Err(Reject::OutputTooLarge {
-                at_least: 0,
-                limit: 0,
-            });
-        }
-        let (part, n, cut) = match s.char_indices().nth(self.chars_left) {
-            Some((i, _)) => (&s[..i], self.chars_left, true),
-            None => (s, char_count(s), false),
-        };
-        self.chars_left -= n;
-        self.chars += n;
-        self.bytes = self.bytes.saturating_add(part.len());
-        if self.bytes > self.budget {
-            return Err(Reject::OutputTooLarge {
-                at_least: self.bytes,
-                limit: self.budget,
-            });
-        }
-        if let Some(o) = self.inner.as_mut() {
-            o.push_str(part)?;
-        }
-        if cut {
-            self.stopped = true;
-            return Err(Reject::OutputTooLarge {
-                at_least: 0,
-                limit: 0,
-            });
-        }
-        Ok(())
-    }
-
-    fn push_repeat(&mut self, c: char, n: usize) -> Result<(), Reject> {
-        let k = n.min(self.chars_left);
-        if n > 0 && k == 0 {
-            self.stopped = true;
-            return Err(Reject::OutputTooLarge {
-                at_least: 0,
-                limit: 0,
-            });
-        }
-        self.chars_left -= k;
-        self.chars += k;
-        self.bytes = self.bytes.saturating_add(k.saturating_mul(c.len_utf8()));
-        if self.bytes > self.budget {
-            return Err(Reject::OutputTooLarge {
-                at_least: self.bytes,
-                limit: self.budget,
-            });
-        }
-        if let Some(o) = self.inner.as_mut() {
-            o.push_repeat(c, k)?;
-        }
-        if k < n {
-            self.stopped = true;
-            return Err(Reject::OutputTooLarge {
-                at_least: 0,
-                limit: 0,
-            });
-        }
-        Ok(())
-    }
-
-    fn len(&self) -> usize {
-        self.bytes
-    }
+    let chars = m.chars();
+    pad_text(out, r, chars, &|o| Take::new(Some(o), chars).run(write))
 }
 
 #[cfg(test)]

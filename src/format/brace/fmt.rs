@@ -7,6 +7,7 @@
 
 use super::spec::{quoted_code, RawSpec, Spec};
 use crate::format::number::{self, FloatFmt, FloatKind};
+use crate::format::take::Take;
 use crate::format::{Out, Reject};
 use crate::value::{self, Int, Value};
 
@@ -173,14 +174,9 @@ impl Text<'_> {
         match self {
             Text::Plain(s) => Ok(s.chars().take(cap).count()),
             Text::Conv(c, src) => {
-                let mut t = Take {
-                    inner: None,
-                    left: cap,
-                    taken: 0,
-                    stopped: false,
-                };
-                t.run(*c, *src)?;
-                Ok(t.taken)
+                let mut t = Take::new(None, cap);
+                take_conv(&mut t, *c, *src)?;
+                Ok(t.chars())
             }
         }
     }
@@ -192,67 +188,19 @@ impl Text<'_> {
                 Some((i, _)) => out.push_str(&s[..i]),
                 None => out.push_str(s),
             },
-            Text::Conv(c, src) => {
-                let mut t = Take {
-                    inner: Some(out),
-                    left: n,
-                    taken: 0,
-                    stopped: false,
-                };
-                t.run(*c, *src)
-            }
+            Text::Conv(c, src) => take_conv(&mut Take::new(Some(out), n), *c, *src),
         }
     }
 }
 
-/// Passes on at most `left` characters, then stops the writer that feeds it.
-struct Take<'o> {
-    inner: Option<&'o mut dyn Out>,
-    left: usize,
-    taken: usize,
-    stopped: bool,
-}
-
-impl Take<'_> {
-    fn run(&mut self, c: Conv, src: Src<'_>) -> Result<(), Reject> {
-        match write_conv(c, src, self) {
-            Err(_) if self.stopped => {
-                // CPython made the whole str first: its errors still count.
-                if let Src::Val(v) = src {
-                    value::check_printable(v)?;
-                }
-                Ok(())
-            }
-            r => r,
-        }
+/// A conversion's str through `t`. CPython made the whole str first, so when the cut
+/// stops the conversion early, the errors of the rest of it still count.
+fn take_conv(t: &mut Take<'_>, c: Conv, src: Src<'_>) -> Result<(), Reject> {
+    t.run(|o| write_conv(c, src, o))?;
+    if let (true, Src::Val(v)) = (t.stopped(), src) {
+        value::check_printable(v)?;
     }
-}
-
-impl Out for Take<'_> {
-    fn push_str(&mut self, s: &str) -> Result<(), Reject> {
-        let (part, cut) = match s.char_indices().nth(self.left) {
-            Some((i, _)) => (&s[..i], true),
-            None => (s, false),
-        };
-        let n = if cut { self.left } else { part.chars().count() };
-        if let Some(o) = self.inner.as_deref_mut() {
-            o.push_str(part)?;
-        }
-        self.left -= n;
-        self.taken += n;
-        if cut {
-            self.stopped = true;
-            return Err(Reject::OutputTooLarge {
-                at_least: 0,
-                limit: 0,
-            });
-        }
-        Ok(())
-    }
-
-    fn len(&self) -> usize {
-        self.taken
-    }
+    Ok(())
 }
 
 /// `format_string_internal`.
