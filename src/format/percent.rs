@@ -972,23 +972,20 @@ fn format_char(arg: Arg<'_>, r: &Resolved, out: &mut dyn Out) -> Result<(), Reje
     pad_text(out, r, 1, &|o| o.push_char(c))
 }
 
-/// `[pad][text][pad]` for the non-numeric conversions (never zero-filled, never signed).
+/// `[pad][text][pad]`: [`emit_number`]'s layout for the text conversions, which CPython
+/// never signs or zero-fills (`'%05s' % 'ab'` is `'   ab'`): only `-` of the flags applies.
 fn pad_text(
     out: &mut dyn Out,
     r: &Resolved,
     chars: usize,
     body: &dyn Fn(&mut dyn Out) -> Result<(), Reject>,
 ) -> Result<(), Reject> {
-    let pad = r.width.saturating_sub(chars);
-    let ljust = r.flags & F_LJUST != 0;
-    if !ljust {
-        out.push_repeat(' ', pad)?;
-    }
-    body(out)?;
-    if ljust {
-        out.push_repeat(' ', pad)?;
-    }
-    Ok(())
+    let text = Resolved {
+        flags: r.flags & F_LJUST,
+        width: r.width,
+        precision: None,
+    };
+    emit_number(out, &text, false, "", 0, body, chars)
 }
 
 /// `%s %r %a`: `str()`, `repr()`, `ascii()`, cut to `precision` characters, padded.
