@@ -123,44 +123,61 @@ where
 /// Every string in `v`, recursively: string values and dict keys, in document order.
 pub fn value_strings(v: &Value) -> ValueStrings<'_> {
     ValueStrings {
-        stack: vec![Item::Value(v)],
+        next: Some(v),
+        open: Vec::new(),
     }
 }
 
-/// The iterator of [`value_strings`]. Walks with an explicit stack, so depth costs heap,
-/// not call stack.
+/// The iterator of [`value_strings`]. Walks with an explicit stack of open containers, so
+/// depth costs heap, not call stack, and a wide list costs nothing.
 #[derive(Debug)]
 pub struct ValueStrings<'a> {
-    stack: Vec<Item<'a>>,
+    /// The value to look at next: the one given, then a dict value after its key.
+    next: Option<&'a Value>,
+    /// Where the walk of each open container stands, outermost first.
+    open: Vec<Walk<'a>>,
 }
 
 #[derive(Debug)]
-enum Item<'a> {
-    Value(&'a Value),
-    Key(&'a str),
+enum Walk<'a> {
+    List(std::slice::Iter<'a, Value>),
+    Dict(indexmap::map::Iter<'a, String, Value>),
 }
 
 impl<'a> Iterator for ValueStrings<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        while let Some(item) = self.stack.pop() {
-            match item {
-                Item::Key(k) => return Some(k),
-                Item::Value(Value::Str(s)) => return Some(s),
-                Item::Value(Value::List(items)) => {
-                    self.stack.extend(items.iter().rev().map(Item::Value));
-                }
-                Item::Value(Value::Dict(map)) => {
-                    for (k, v) in map.iter().rev() {
-                        self.stack.push(Item::Value(v));
-                        self.stack.push(Item::Key(k));
-                    }
-                }
-                Item::Value(_) => {}
+        loop {
+            let v = match self.next.take() {
+                Some(v) => v,
+                None => match self.open.last_mut()? {
+                    Walk::List(items) => match items.next() {
+                        Some(v) => v,
+                        None => {
+                            self.open.pop();
+                            continue;
+                        }
+                    },
+                    Walk::Dict(entries) => match entries.next() {
+                        Some((k, v)) => {
+                            self.next = Some(v);
+                            return Some(k);
+                        }
+                        None => {
+                            self.open.pop();
+                            continue;
+                        }
+                    },
+                },
+            };
+            match v {
+                Value::Str(s) => return Some(s),
+                Value::List(items) => self.open.push(Walk::List(items.iter())),
+                Value::Dict(map) => self.open.push(Walk::Dict(map.iter())),
+                _ => {}
             }
         }
-        None
     }
 }
 
@@ -315,10 +332,13 @@ const LOOKUP_PREFIXES: [&str; 22] = [
 
 /// The `{}` field-body regex, built once; `None` if it failed to build within its limits
 /// (it never should: a test pins it), and the brace rule then stays quiet.
-/// Builds the detector's regex now, so its one-time cost (a few MiB, tens of ms) is paid at
-/// start-up and never charged to the first record that needs it.
+/// Builds the detector's regex now, and runs it once on this thread (its search cache,
+/// ~170 KB, is made on first use), so that its one-time cost (a few MiB, tens of ms) is
+/// paid at start-up and never charged to the first record that needs it.
 pub fn warm_up() {
-    let _ = brace_field_regex();
+    if let Some(re) = brace_field_regex() {
+        let _ = re.captures("0!r:>{10000}.1000s");
+    }
 }
 
 fn brace_field_regex() -> Option<&'static Regex> {
