@@ -146,8 +146,23 @@ struct Scratch {
 /// holds between records stays small (~100 KiB) whatever one record needed.
 const SCRATCH_KEEP: usize = 2048;
 
+/// Values the scratch stack has room for from the start: the args of any template the
+/// default limits let through (`--max-fields` 256), twice over, so that a thread's first
+/// records do not pay its growth.
+const SCRATCH_START: usize = 512;
+
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch {
+        frames: Vec::with_capacity(16),
+        values: Vec::with_capacity(SCRATCH_START),
+        keys: Vec::with_capacity(SCRATCH_START / 8),
+    });
+}
+
+/// Sets up this thread's scratch stacks now (a process or worker thread at start-up), so
+/// that their one-time cost is not charged to the first record parsed here.
+pub fn warm_up() {
+    let _ = SCRATCH.try_with(|_| ());
 }
 
 impl Drop for Parser<'_> {

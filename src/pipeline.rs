@@ -14,7 +14,7 @@ use crate::finding::{sort_findings, Finding, Rule};
 use crate::format::{self, Reject};
 use crate::line::{self, LineFormatError, LineParts, LineTemplate};
 use crate::record::{self, DecodeReject, Record};
-use crate::{alloc, detect, faults};
+use crate::{alloc, detect, faults, json};
 
 /// What became of a record (SPEC §3 `verdict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +105,7 @@ impl Pipeline {
     /// once, so a bad `--line-format` is a start-up error, never a per-message one.
     pub fn new(limits: Limits, line_format: &str) -> Result<Pipeline, LineFormatError> {
         detect::warm_up();
+        json::warm_up();
         Ok(Pipeline {
             limits,
             line: LineTemplate::new(line_format)?,
