@@ -1,7 +1,12 @@
 //! bytes -> outcome: the one synchronous path `check` and `consume` share.
 //!
-//! guard (size) -> parse (bounded JSON) -> detect -> render (bounded formatter) -> line,
-//! with the allocation of the whole section measured by jemalloc's per-thread counter.
+//! guard (size) -> parse (bounded JSON) -> detect -> render (bounded formatter) -> line.
+//! The allocation of guard to render is measured by jemalloc's per-thread counter: that
+//! is "parsing and rendering" (SPEC §2, §3), what `--alloc-budget` caps and `alloc_bytes`
+//! reports. The line is laid out after, outside the measurement: it is bounded by
+//! construction (the message, or its fallback with the template and the args' repr each
+//! cut to `--max-output-bytes`, around parts the body already holds), so it says nothing
+//! about what a record made the parser or the formatter ask for.
 //! Nothing here awaits: that is what makes the measurement belong to this record alone.
 
 use std::time::Instant;
@@ -52,8 +57,8 @@ pub struct Outcome {
     pub msg: Option<String>,
     /// Sorted by offset (nulls last), then rule; at most one `reject`.
     pub findings: Vec<Finding>,
-    /// Bytes allocated while parsing and rendering (jemalloc size classes); `None` when
-    /// the run did not finish.
+    /// Bytes allocated while parsing and rendering (jemalloc size classes), the line's
+    /// layout not included; `None` when the run did not finish.
     pub alloc_bytes: Option<u64>,
     /// Wall time of the same section, in microseconds.
     pub elapsed_us: u64,
@@ -138,27 +143,16 @@ impl Pipeline {
     /// Processes one body; `received` stands in for a missing or unparseable `ts`.
     pub fn process_at(&self, body: &[u8], received: DateTime<Utc>) -> Outcome {
         let started = Instant::now();
-        let section = || {
-            let evaluated = self.evaluate(body);
-            let line = self.line_for(&evaluated, body, received);
-            (evaluated, line)
-        };
-        let ((evaluated, line), alloc_bytes) = if self.account_alloc {
-            let (v, bytes) = alloc::measure(section);
-            (v, Some(bytes))
+        let (mut evaluated, alloc_bytes) = if self.account_alloc {
+            let (e, bytes) = alloc::measure(|| self.evaluate(body));
+            (e, Some(bytes))
         } else {
-            (section(), None)
+            (self.evaluate(body), None)
         };
         let elapsed_us = started.elapsed().as_micros() as u64;
-        let Evaluated {
-            record,
-            message,
-            mut warnings,
-        } = evaluated;
-        let (mut message, mut line) = (message, line);
-        if message.is_ok() && alloc_bytes.is_some_and(|b| b > self.limits.alloc_budget) {
+        if evaluated.message.is_ok() && alloc_bytes.is_some_and(|b| b > self.limits.alloc_budget) {
             // The safety net: the formatter's own bounds should make this unreachable.
-            let reject = Finding::new(
+            evaluated.message = Err(Finding::new(
                 Rule::AllocBudget,
                 None,
                 format!(
@@ -166,18 +160,14 @@ impl Pipeline {
                     alloc_bytes.unwrap_or(0),
                     self.limits.alloc_budget
                 ),
-            );
-            message = Err(reject);
-            line = self.line_for(
-                &Evaluated {
-                    record: record.clone(),
-                    message: message.clone(),
-                    warnings: vec![],
-                },
-                body,
-                received,
-            );
+            ));
         }
+        let line = self.line_for(&evaluated, body, received);
+        let Evaluated {
+            record,
+            message,
+            mut warnings,
+        } = evaluated;
         let msg = record
             .as_ref()
             .ok()
