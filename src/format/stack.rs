@@ -69,21 +69,13 @@ pub(crate) fn u64_digits(m: u64, radix: u32, upper: bool, buf: &mut [u8; 22]) ->
 
 /// `str(v)` of an `i64`, sign included, into `buf`.
 pub(crate) fn i64_str(v: i64, buf: &mut [u8; 22]) -> &str {
-    let mut i = buf.len();
-    let mut m = v.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
+    let mut start = buf.len() - u64_digits(v.unsigned_abs(), 10, false, buf).len();
     if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
+        // 20 digits at most: there is room for the sign.
+        start -= 1;
+        buf[start] = b'-';
     }
-    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+    std::str::from_utf8(&buf[start..]).unwrap_or_default()
 }
 
 /// The length of `str(v)`, sign included.
