@@ -263,34 +263,14 @@ impl SpecScanner<'_> {
             spec.flags |= bit;
             ch = self.next();
         }
-        match ch {
-            Some(('*', _)) => {
-                spec.width = Num::Star;
-                ch = self.next();
-            }
-            Some((c, _)) if c.is_ascii_digit() => {
-                let (v, big, after) = self.digits(c, i64::MAX as u64);
-                spec.width = Num::Lit(v);
-                spec.width_too_big = big;
-                ch = after;
-            }
-            _ => {}
-        }
+        // CPython's limits: a width is a `Py_ssize_t`, a precision a C int.
+        (spec.width, spec.width_too_big, ch) = self.num(ch, i64::MAX as u64);
         if let Some(('.', _)) = ch {
-            spec.precision = Num::Lit(0);
-            ch = self.next();
-            match ch {
-                Some(('*', _)) => {
-                    spec.precision = Num::Star;
-                    ch = self.next();
-                }
-                Some((c, _)) if c.is_ascii_digit() => {
-                    let (v, big, after) = self.digits(c, i32::MAX as u64);
-                    spec.precision = Num::Lit(v);
-                    spec.precision_too_big = big;
-                    ch = after;
-                }
-                _ => {}
+            let first = self.next();
+            (spec.precision, spec.precision_too_big, ch) = self.num(first, i32::MAX as u64);
+            if spec.precision == Num::Absent {
+                // `%.f`: a point without digits is precision 0.
+                spec.precision = Num::Lit(0);
             }
         }
         if let Some(('h' | 'l' | 'L', _)) = ch {
@@ -303,6 +283,19 @@ impl SpecScanner<'_> {
             };
         }
         spec
+    }
+
+    /// A width or precision starting at `ch`: `*`, digits (and whether they exceed `max`)
+    /// or nothing; then the character after it.
+    fn num(&mut self, ch: Option<(char, usize)>, max: u64) -> (Num, bool, Option<(char, usize)>) {
+        match ch {
+            Some(('*', _)) => (Num::Star, false, self.next()),
+            Some((c, _)) if c.is_ascii_digit() => {
+                let (v, big, after) = self.digits(c, max);
+                (Num::Lit(v), big, after)
+            }
+            _ => (Num::Absent, false, ch),
+        }
     }
 
     /// A run of digits starting with `first`: its value (saturated), whether it exceeds
