@@ -82,12 +82,16 @@ fn check_gives_every_poison_fixture_its_documented_verdict_and_rule() {
             fs.iter().filter(|f| f["severity"] == "reject").count()
         });
         assert!(rejects <= 1, "{file}: at most one reject finding: {r}");
-        // Known gap: num-bigint's parse of a million-digit int churns ~150 MB (its peak is
-        // ~3 MB); the record is still refused, and the figure reported is the honest one.
-        if !file.starts_with("int-999000") {
-            let alloc = r["alloc_bytes"].as_u64().unwrap_or(u64::MAX);
-            assert!(alloc < 1 << 20, "{file}: alloc_bytes {alloc}");
-        }
+        // Parsing and rendering any of them costs less than one output limit. Known gap,
+        // in format/brace: the first parse of a 257-field template grows its pieces by
+        // doubling (~140 KB); bounded here until they are sized up front.
+        let limit = if file == "brace-257-fields.json" {
+            256 << 10
+        } else {
+            64 << 10
+        };
+        let alloc = r["alloc_bytes"].as_u64().unwrap_or(u64::MAX);
+        assert!(alloc < limit, "{file}: alloc_bytes {alloc}");
     }
     assert_eq!(
         out.status.code(),
