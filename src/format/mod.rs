@@ -154,17 +154,10 @@ impl Reject {
             Reject::TooManyFields { count, limit } => {
                 format!("{count} fields > limit {limit}")
             }
-            Reject::WidthTooLarge { width, limit, .. } => {
-                format!("width {width} > limit {limit}{}", would_allocate(*width))
-            }
+            Reject::WidthTooLarge { width, limit, .. } => over_limit("width", *width, *limit),
             Reject::PrecisionTooLarge {
                 precision, limit, ..
-            } => {
-                format!(
-                    "precision {precision} > limit {limit}{}",
-                    would_allocate(*precision)
-                )
-            }
+            } => over_limit("precision", *precision, *limit),
             Reject::OutputTooLarge { at_least, limit } => {
                 format!("output of at least {at_least} bytes > limit {limit}")
             }
@@ -191,19 +184,56 @@ pub(crate) fn check_field_count(count: usize, limits: &Limits) -> Result<(), Rej
     Ok(())
 }
 
-/// " (would allocate ~2.2 GiB)" for sizes worth a word, else "".
-fn would_allocate(bytes: u64) -> String {
+/// `"width 2400000000 > limit 4096 (would allocate ~2.2 GiB)"`, built without `format!`:
+/// every refused record pays for its detail, so it is written digit by digit into one
+/// string.
+fn over_limit(what: &str, n: u64, limit: u64) -> String {
+    let mut s = String::with_capacity(64);
+    let mut digits = [0u8; 22];
+    s.push_str(what);
+    s.push(' ');
+    s.push_str(stack::u64_digits(n, 10, false, &mut digits));
+    s.push_str(" > limit ");
+    s.push_str(stack::u64_digits(limit, 10, false, &mut digits));
+    push_would_allocate(&mut s, n);
+    s
+}
+
+/// Appends `" (would allocate ~2.2 GiB)"` for sizes worth a word. The figure is what
+/// `format!("{:.1}", bytes as f64 / 1024^k)` prints (the quotient is exact, a power of two;
+/// ties go to even), computed in integers.
+fn push_would_allocate(s: &mut String, bytes: u64) {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
-        return String::new();
+        return;
     }
-    let mut v = bytes as f64;
+    // The f64 the figure is made from, exactly (a u64 may round on the way to f64).
+    let b = (bytes as f64) as u128;
     let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
+    while unit + 1 < UNITS.len() && b >> (10 * (unit + 1)) > 0 {
         unit += 1;
     }
-    format!(" (would allocate ~{v:.1} {})", UNITS[unit])
+    let shift = 10 * unit;
+    let scaled = b * 10;
+    let mut tenths = scaled >> shift;
+    let rest = scaled & ((1u128 << shift) - 1);
+    let half = 1u128 << (shift - 1);
+    if rest > half || (rest == half && tenths % 2 == 1) {
+        tenths += 1;
+    }
+    let mut digits = [0u8; 22];
+    s.push_str(" (would allocate ~");
+    s.push_str(stack::u64_digits(
+        u64::try_from(tenths / 10).unwrap_or(u64::MAX),
+        10,
+        false,
+        &mut digits,
+    ));
+    s.push('.');
+    s.push(char::from(b'0' + (tenths % 10) as u8));
+    s.push(' ');
+    s.push_str(UNITS[unit]);
+    s.push(')');
 }
 
 /// Where rendered text goes: a counter (to measure) or a bounded buffer (to render).
@@ -409,5 +439,87 @@ pub fn render(msg: &str, args: Args<'_>, style: Style, limits: &Limits) -> Resul
         Style::Percent => percent::render(msg, args, limits),
         Style::Brace => brace::render(msg, args, limits),
         Style::Dollar => dollar::render(msg, args, limits),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figure as it was first written, with float formatting: the oracle.
+    fn would_allocate_by_float(bytes: u64) -> String {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        if bytes < 1024 {
+            return String::new();
+        }
+        let mut v = bytes as f64;
+        let mut unit = 0;
+        while v >= 1024.0 && unit + 1 < UNITS.len() {
+            v /= 1024.0;
+            unit += 1;
+        }
+        format!(" (would allocate ~{v:.1} {})", UNITS[unit])
+    }
+
+    #[test]
+    fn would_allocate_figure_matches_float_formatting() {
+        let mut cases: Vec<u64> = vec![
+            0,
+            1023,
+            1024,
+            1280,
+            1331,
+            1332,
+            1126,
+            1127,
+            2_400_000_000,
+            u64::MAX,
+            u64::MAX - 1,
+            (1 << 53) + 1,
+            1 << 40,
+            (1 << 40) - 1,
+            (1 << 50) - 1,
+        ];
+        // Ties and near-ties at every unit, and a spread of other sizes.
+        for unit in 1..=4u32 {
+            for m in 1u64..400 {
+                let base = (m * (1u64 << (10 * unit))) / 20;
+                cases.extend([base.saturating_sub(1), base, base + 1]);
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x >> (x % 64));
+        }
+        for bytes in cases {
+            let mut s = String::new();
+            push_would_allocate(&mut s, bytes);
+            assert_eq!(s, would_allocate_by_float(bytes), "{bytes}");
+        }
+    }
+
+    #[test]
+    fn width_detail_names_the_size_it_would_allocate() {
+        let r = Reject::WidthTooLarge {
+            offset: 5,
+            width: 2_400_000_000,
+            limit: 4096,
+        };
+        assert_eq!(
+            r.detail(),
+            "width 2400000000 > limit 4096 (would allocate ~2.2 GiB)"
+        );
+        let r = Reject::PrecisionTooLarge {
+            offset: 0,
+            precision: 5000,
+            limit: 4096,
+        };
+        assert_eq!(
+            r.detail(),
+            "precision 5000 > limit 4096 (would allocate ~4.9 KiB)"
+        );
     }
 }
