@@ -618,3 +618,29 @@ fn msg_borrows_the_body_unless_it_must_be_decoded() {
         .unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!((r.msg.as_ref(), r.invalid_utf8), ("ok", true));
 }
+
+#[test]
+fn format_ts_writes_what_chrono_writes() {
+    let chrono_of = |ts: &DateTime<Utc>| ts.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut seconds: i64 = -62_167_219_200; // 0000-01-01
+    while seconds < 253_402_300_800 {
+        // 9999-12-31, in steps that visit every field's range.
+        for nanos in [
+            0,
+            999_999,
+            1_000_000,
+            123_456_789,
+            999_999_999,
+            1_500_000_000,
+        ] {
+            if let Some(ts) = DateTime::from_timestamp(seconds, nanos) {
+                assert_eq!(format_ts(&ts), chrono_of(&ts), "{seconds} {nanos}");
+            }
+        }
+        seconds += 7_777_777 + seconds.rem_euclid(86_399);
+    }
+    for (s, n) in [(-62_167_219_201, 0), (253_402_300_800, 5_000_000)] {
+        let ts = DateTime::from_timestamp(s, n).unwrap_or_default();
+        assert_eq!(format_ts(&ts), chrono_of(&ts), "{s}");
+    }
+}
