@@ -92,14 +92,6 @@ pub fn escape_into(s: &str, out: &mut String) {
     out.push_str(&s[done..]);
 }
 
-/// The length of `s` escaped, in bytes, without building it.
-pub fn escaped_len(s: &str) -> usize {
-    s.len()
-        + escapes(s)
-            .map(|c| escape_len(c) - c.len_utf8())
-            .sum::<usize>()
-}
-
 /// The length of `s` escaped, in characters (what padding counts), without building it.
 pub fn escaped_chars(s: &str) -> usize {
     s.chars().count() + escapes(s).map(|c| escape_len(c) - 1).sum::<usize>()
