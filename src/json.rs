@@ -71,36 +71,52 @@ pub fn parse(text: &str, max_depth: usize) -> Result<Parsed, JsonError> {
 }
 
 /// Parses `text` exactly as [`parse`] does (same errors, same depth rule) but builds only
-/// what a record uses: the members of a top-level object that `members` keeps. Any other
-/// document (an array, a scalar) and every other member is checked, not built, so a body
-/// that turns out to be plain text costs no allocation for its values.
-///
-/// `value` is the (filtered) dict when the document is an object, else `Value::None`.
-/// `lone_surrogate` only looks at what was built.
+/// what a record uses: the members of a top-level object that `members` names, each in its
+/// slot (no keys, no map). Any other document (an array, a scalar) and every other member
+/// is checked, not built, so a body that turns out to be plain text costs no allocation
+/// for its values.
 pub fn parse_object(
     text: &str,
     max_depth: usize,
     members: &Members<'_>,
-) -> Result<Parsed, JsonError> {
-    let mut p = Parser::new(text, max_depth, Some(members.keep));
+) -> Result<Object, JsonError> {
+    let mut p = Parser::new(text, max_depth, Some(members.names));
     p.huge_int = Some(members.huge_int);
     p.borrow = members.borrow;
     p.skip_ws();
-    if p.peek() != Some(b'{') {
+    let is_object = p.peek() == Some(b'{');
+    if is_object {
+        p.members = (0..members.names.len()).map(|_| None).collect();
+    } else {
         p.skip = Some(0);
     }
-    let value = p.document()?;
-    Ok(Parsed {
-        value,
+    p.document()?;
+    Ok(Object {
+        is_object,
+        members: std::mem::take(&mut p.members),
         lone_surrogate: p.lone_surrogate,
         borrowed: p.borrowed.take(),
     })
 }
 
+/// What [`parse_object`] built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    /// The document is an object (else `members` is empty).
+    pub is_object: bool,
+    /// Per name in [`Members::names`], the member's value: the last one when the key
+    /// repeats (a Python dict built left to right), `None` when absent.
+    pub members: Vec<Option<Value>>,
+    /// Some string that was built held an unpaired surrogate escape, now U+FFFD.
+    pub lone_surrogate: bool,
+    /// The member [`Members::borrow`] names, when its (last) value was a string.
+    pub borrowed: Option<StrValue>,
+}
+
 /// What [`parse_object`] builds of a top-level object.
 pub struct Members<'f> {
     /// The members built; the others are checked only.
-    pub keep: &'f dyn Fn(&str) -> bool,
+    pub names: &'f [&'f str],
     /// Per kept member, the digit count above which an int literal in it is kept as an
     /// [`Int::huge_literal`] (counted, never converted); `None` for exact ints. A record's
     /// args can never render such a literal, and converting a million digits costs seconds
@@ -108,7 +124,7 @@ pub struct Members<'f> {
     pub huge_int: &'f HugeInt,
     /// A kept member whose string value is not built but handed back in
     /// [`Parsed::borrowed`] (a record's `msg`: up to a MiB that would be copied for
-    /// nothing). In the dict, such a string is an empty `Value::Str`.
+    /// nothing). In its slot, such a string is an empty `Value::Str`.
     pub borrow: Option<&'f str>,
 }
 
@@ -213,8 +229,13 @@ struct Frame {
 }
 
 struct Parser<'a> {
-    /// Which members of a top-level object to build; `None`: all of everything.
-    keep: Option<&'a dyn Fn(&str) -> bool>,
+    /// Which members of a top-level object to build, into `members`; `None`: all of
+    /// everything, into containers.
+    names: Option<&'a [&'a str]>,
+    /// [`Object::members`], while the top-level object is read.
+    members: Vec<Option<Value>>,
+    /// The slot of the member being read.
+    member: Option<usize>,
     /// Per top-level member, where int literals stop being converted (see [`parse_object`]).
     huge_int: Option<&'a HugeInt>,
     /// That digit count for the member being read.
@@ -242,7 +263,7 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str, max_depth: usize, keep: Option<&'a dyn Fn(&str) -> bool>) -> Self {
+    fn new(text: &'a str, max_depth: usize, names: Option<&'a [&'a str]>) -> Self {
         let scratch = SCRATCH
             .with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
             .unwrap_or_default();
@@ -252,7 +273,9 @@ impl<'a> Parser<'a> {
             0
         };
         Parser {
-            keep,
+            names,
+            members: Vec::new(),
+            member: None,
             huge_int: None,
             huge_digits: None,
             borrow: None,
@@ -333,6 +356,11 @@ impl<'a> Parser<'a> {
                     });
                 };
                 match self.skip {
+                    None if self.names.is_some() && self.frames.len() == 1 => {
+                        if let Some(slot) = self.member.and_then(|i| self.members.get_mut(i)) {
+                            *slot = Some(value);
+                        }
+                    }
                     None => self.values.push(value),
                     Some(d) if d == self.frames.len() => self.skip = None,
                     Some(_) => {}
@@ -367,9 +395,9 @@ impl<'a> Parser<'a> {
             // Unreachable by construction: only called with a frame just checked or pushed.
             return Value::None;
         };
-        if self.skip.is_some() {
-            // Opened while skipping (a skip ends before its container closes): it has
-            // nothing on the scratch stacks.
+        if self.skip.is_some() || (self.names.is_some() && self.frames.is_empty()) {
+            // Opened while skipping (a skip ends before its container closes), or the
+            // top-level object whose members went to their slots: nothing on the stacks.
             return Value::None;
         }
         match frame.kind {
@@ -394,29 +422,52 @@ impl<'a> Parser<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.invalid());
         }
+        let member = match self.names {
+            Some(names) if self.frames.len() == 1 && self.skip.is_none() => names,
+            _ => {
+                let k = self.string()?;
+                self.colon()?;
+                if self.skip.is_none() {
+                    self.keys.push(k);
+                }
+                return Ok(());
+            }
+        };
+        // A member of the top-level object: its name is only compared, never kept.
         let flagged = self.lone_surrogate;
-        let k = self.string()?;
+        let (start, end, escaped) = self.string_bounds()?;
+        let text = self.text;
+        let raw = &text[start..end];
+        let decoded;
+        let name = if escaped {
+            decoded = self.unescape(raw, start, true)?;
+            decoded.as_str()
+        } else {
+            raw
+        };
+        self.colon()?;
+        match member.iter().position(|n| *n == name) {
+            Some(i) => {
+                self.member = Some(i);
+                self.huge_digits = self.huge_int.and_then(|f| f(name));
+                self.borrowing = self.borrow == Some(name);
+            }
+            None => {
+                // A member not built is not looked at, its key included.
+                self.lone_surrogate = flagged;
+                self.skip = Some(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `:` after a key.
+    fn colon(&mut self) -> Result<(), JsonError> {
         self.skip_ws();
         if self.peek() != Some(b':') {
             return Err(self.invalid());
         }
         self.pos += 1;
-        if self.skip.is_none() {
-            match self.keep {
-                Some(keep) if self.frames.len() == 1 && !keep(&k) => {
-                    // A member not built is not looked at, its key included.
-                    self.lone_surrogate = flagged;
-                    self.skip = Some(1);
-                }
-                _ => {
-                    if self.frames.len() == 1 {
-                        self.huge_digits = self.huge_int.and_then(|f| f(&k));
-                        self.borrowing = self.borrow == Some(k.as_str());
-                    }
-                    self.keys.push(k)
-                }
-            }
-        }
         Ok(())
     }
 

@@ -34,7 +34,7 @@ use crate::config::Limits;
 use crate::finding::{Finding, Rule};
 use crate::format::number::INT_MAX_STR_DIGITS;
 use crate::format::{Args, Buf, Style};
-use crate::json::{self, JsonError, Parsed, StrValue};
+use crate::json::{self, JsonError, Object, StrValue};
 use crate::value::{Int, Value};
 
 /// Level of a record that names none.
@@ -140,7 +140,8 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The members of a structured record; the others are checked as JSON but never built.
+/// The members of a structured record, `msg` first; the others are checked as JSON but
+/// never built.
 const MEMBERS: [&str; 7] = ["msg", "args", "style", "level", "logger", "ts", "fields"];
 
 /// Decodes one body (an AMQP message or a file given to `check`). The message borrows
@@ -157,26 +158,30 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Record<'a>, DecodeR
     let lossy = matches!(text, Cow::Owned(_));
     let huge = huge_int_digits(limits);
     let members = json::Members {
-        keep: &|k| MEMBERS.contains(&k),
+        names: &MEMBERS,
         // `fields` are carried into the JSON line, exact; every other member only renders.
         huge_int: &move |k: &str| (k != "fields").then_some(huge),
         borrow: Some("msg"),
     };
-    let parsed = match json::parse_object(&text, limits.max_json_depth, &members) {
+    let object = match json::parse_object(&text, limits.max_json_depth, &members) {
         Err(JsonError::TooDeep { limit, .. }) => return Err(DecodeReject::JsonTooDeep { limit }),
-        Ok(parsed) => parsed,
+        Ok(object) => object,
         Err(JsonError::Invalid { .. }) => return Ok(Record::plain(text, lossy)),
     };
-    let Parsed {
-        value: Value::Dict(mut map),
+    let Object {
+        members: mut slots,
         lone_surrogate,
         borrowed: Some(msg),
-    } = parsed
+        ..
+    } = object
     else {
         return Ok(Record::plain(text, lossy));
     };
-    // The last `msg` wins: a string one leaves an empty string in the dict.
-    if !matches!(map.swap_remove("msg"), Some(Value::Str(_))) {
+    // The last `msg` wins: a string one leaves an empty string in its slot.
+    if !matches!(
+        slots.first_mut().and_then(Option::take),
+        Some(Value::Str(_))
+    ) {
         return Ok(Record::plain(text, lossy));
     }
     let msg = match (msg, &text) {
@@ -184,7 +189,7 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Record<'a>, DecodeR
         (StrValue::Span(span), Cow::Borrowed(t)) => Cow::Borrowed(&t[span]),
         (StrValue::Span(span), Cow::Owned(t)) => Cow::Owned(t[span].to_owned()),
     };
-    Ok(structured(msg, *map, lossy || lone_surrogate, limits))
+    Ok(structured(msg, slots, lossy || lone_surrogate, limits))
 }
 
 /// The digit count above which an int literal can never be rendered within `limits`, in
@@ -196,14 +201,18 @@ pub fn huge_int_digits(limits: &Limits) -> usize {
     INT_MAX_STR_DIGITS.max(limits.max_output_bytes.saturating_mul(5) / 4 + 2)
 }
 
-/// The structured record from the object's other members (`msg` already taken out).
+/// The structured record from the object's other members, in the slots of [`MEMBERS`]
+/// (`msg` already taken out).
 fn structured<'a>(
     msg: Cow<'a, str>,
-    mut map: IndexMap<String, Value>,
+    mut slots: Vec<Option<Value>>,
     invalid_utf8: bool,
     limits: &Limits,
 ) -> Record<'a> {
-    let mut take = |k: &str| map.swap_remove(k).filter(|v| *v != Value::None);
+    let mut take = |k: &str| {
+        let slot = MEMBERS.iter().position(|m| *m == k)?;
+        slots.get_mut(slot)?.take().filter(|v| *v != Value::None)
+    };
     let args = take("args").filter(|v| match v {
         Value::List(l) => !l.is_empty(),
         Value::Dict(d) => !d.is_empty(),
