@@ -462,12 +462,7 @@ fn write_args_repr(args: Args<'_>, out: &mut dyn Out) {
     match args {
         Args::Tuple(items) => {
             let _ = out.push_char('(');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.push_str(", ");
-                }
-                write_repr_lenient(item, out);
-            }
+            write_items_lenient(items, out);
             let _ = out.push_str(if items.len() == 1 { ",)" } else { ")" });
         }
         Args::Mapping(map) => write_dict_repr_lenient(map, out),
@@ -493,18 +488,23 @@ fn write_repr_lenient(v: &Value, out: &mut dyn Out) {
         }
         Value::List(items) => {
             let _ = out.push_char('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.push_str(", ");
-                }
-                write_repr_lenient(item, out);
-            }
+            write_items_lenient(items, out);
             let _ = out.push_char(']');
         }
         Value::Dict(map) => write_dict_repr_lenient(map, out),
         _ => {
             let _ = value::write_repr(v, out);
         }
+    }
+}
+
+/// The items of a list or tuple, comma-separated, each as [`write_repr_lenient`] writes it.
+fn write_items_lenient(items: &[Value], out: &mut dyn Out) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            let _ = out.push_str(", ");
+        }
+        write_repr_lenient(item, out);
     }
 }
 
