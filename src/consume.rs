@@ -74,7 +74,13 @@ impl Settings {
                 .to_string(),
             None => args.amqp_url.clone(),
         };
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        if url.starts_with("amqps://") {
+            return Err(format!(
+                "--amqp-url {}: amqps:// (TLS) is not built in yet",
+                connect::redact(&url)
+            ));
+        }
+        if !url.starts_with("amqp://") {
             return Err(format!(
                 "--amqp-url {}: expected amqp://user:password@host:port/vhost",
                 connect::redact(&url)
@@ -250,4 +256,75 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::amqp::{OnReject, QueueType};
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let argv = ["logfence", "consume"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Consume(args) = cli.command else {
+            panic!("not consume");
+        };
+        Settings::from_args(&args)
+    }
+
+    #[test]
+    fn consume_defaults_are_the_spec_defaults() {
+        let s = settings(&["--amqp-url", DEFAULT_AMQP_URL]).unwrap();
+        assert_eq!(s.config.topology.queue, "logs");
+        assert_eq!(s.config.topology.queue_type, QueueType::Quorum);
+        assert_eq!(s.config.max_deliveries, 5);
+        assert_eq!(s.config.on_reject, OnReject::Both);
+        assert_eq!(s.config.drain_timeout, Duration::from_secs(10));
+        assert!(s.config.declare);
+        assert_eq!(s.config.sink, SinkSpec::Stdout);
+        assert_eq!(s.config.output, OutputFormat::Text);
+    }
+
+    #[test]
+    fn consume_prefetch_is_lowered_to_fit_the_memory_cap() {
+        let s = settings(&[
+            "--amqp-url",
+            DEFAULT_AMQP_URL,
+            "--memory-limit",
+            "64MiB",
+            "--prefetch",
+            "300",
+        ])
+        .unwrap();
+        assert!(s.config.prefetch < 300, "prefetch {}", s.config.prefetch);
+        assert!(s.config.prefetch >= 1);
+    }
+
+    #[test]
+    fn consume_refuses_bad_urls_queues_and_sinks_before_connecting() {
+        assert!(settings(&["--amqp-url", "http://x"]).is_err());
+        assert!(settings(&["--amqp-url", "amqps://u:p@h/%2f"]).is_err());
+        assert!(settings(&["--amqp-url", DEFAULT_AMQP_URL, "--queue", ""]).is_err());
+        assert!(settings(&[
+            "--amqp-url",
+            DEFAULT_AMQP_URL,
+            "--sink",
+            "amqp:logfence.dlx"
+        ])
+        .is_err());
+        assert!(settings(&["--amqp-url", DEFAULT_AMQP_URL, "--max-deliveries", "0"]).is_err());
+        assert!(settings(&["--amqp-url", DEFAULT_AMQP_URL, "--prefetch", "0"]).is_err());
+    }
+
+    #[test]
+    fn consume_reads_the_url_from_a_file_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("url");
+        std::fs::write(&path, "amqp://u:secret@broker:5672/%2f\n").unwrap();
+        let s = settings(&["--amqp-url-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(s.config.url, "amqp://u:secret@broker:5672/%2f");
+    }
 }

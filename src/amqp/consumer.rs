@@ -219,6 +219,9 @@ impl Consumer {
                     tracing::warn!(%error, "session ended");
                 }
             }
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
             if started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
             }
@@ -241,8 +244,29 @@ impl Consumer {
             c = connect::connect(&self.config.url) => c.map_err(SessionError::Connect)?,
             _ = self.shutdown.wait() => return Ok(()),
         };
+        // Listening from the start, so a loss during set-up is not missed.
+        let mut events = connection.events_listener();
         tracing::info!(url = %connect::redact(&self.config.url), "connected");
-        let result = self.consume_on(&connection).await;
+        // When the connection dies, some of lapin's futures (an ack queued for a dead IO loop)
+        // never resolve: the loss itself must end the session, wherever it is waiting. What
+        // it abandons is unsettled, and the broker requeues it with the connection.
+        // A channel closed by the broker is reported here too, while the connection lives:
+        // that one is left to the operation on the channel (it fails with its own error,
+        // such as a topology mismatch).
+        let lost = async {
+            while let Some(event) = events.next().await {
+                if let lapin::Event::Error(error) = event {
+                    if !connection.status().connected() {
+                        return error;
+                    }
+                }
+            }
+            std::future::pending().await
+        };
+        let result = tokio::select! {
+            r = self.consume_on(&connection) => r,
+            error = lost => Err(SessionError::Broker(error)),
+        };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
         result
     }
@@ -280,7 +304,7 @@ impl Consumer {
             }
             Err(e) => Err(e),
         };
-        dead.close().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, dead.close()).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "bye".into())).await;
         result
     }

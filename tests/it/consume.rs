@@ -203,13 +203,20 @@ struct TestQueue<'a> {
 }
 
 impl<'a> TestQueue<'a> {
+    /// A unique name with the consumer's topology declared.
     fn new(rabbit: &'a Rabbit, what: &str, queue_type: QueueType) -> TestQueue<'a> {
+        let queue = TestQueue::bare(rabbit, what);
+        rabbit.declare(&queue.name, queue_type);
+        queue
+    }
+
+    /// A unique name, nothing declared.
+    fn bare(rabbit: &'a Rabbit, what: &str) -> TestQueue<'a> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let name = format!("logfence-test-{what}-{}-{nanos}", std::process::id());
         rabbit.delete(&name);
-        rabbit.declare(&name, queue_type);
         TestQueue { rabbit, name }
     }
 }
@@ -241,12 +248,13 @@ fn spawn_consumer(
         .expect("stderr file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logfence"));
     cmd.arg("consume")
-        .args(["--amqp-url", &url(), "--queue", queue])
+        .args(["--queue", queue])
         .arg("--sink")
         .arg(format!("file:{}", sink.display()))
         .arg("--state-dir")
         .arg(state_dir)
         .args(extra)
+        .env("AMQP_URL", url())
         .env("RUST_LOG", "info")
         .env_remove("FAILPOINTS")
         .stdin(Stdio::null())
@@ -645,7 +653,7 @@ fn sigterm_with_work_in_flight(
     let queue = TestQueue::new(&rabbit, what, QueueType::Classic);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
-    let n = 2_000;
+    let n = 5_000;
     let bodies: Vec<Vec<u8>> = (0..n).map(benign).collect();
     let mut headers = FieldTable::default();
     headers.insert("x-delivery-count".into(), AMQPValue::LongInt(1));
@@ -750,4 +758,253 @@ fn consume_sigterm_hands_back_what_the_drain_timeout_cuts_off() {
         stderr.contains("drain timeout") && !stderr.contains("requeued=0"),
         "the drain should have run out and handed deliveries back; stderr:\n{stderr}"
     );
+}
+
+/// A TCP proxy between the consumer and the broker that the test can cut, as a network
+/// failure would: every live connection is shut down at once; new ones are accepted.
+struct Proxy {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
+        let registry = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                ) {
+                    registry.lock().expect("lock").extend([c3, s3]);
+                    pump(client, s2);
+                    pump(server, c2);
+                }
+            }
+        });
+        Proxy { port, live }
+    }
+
+    /// Cuts every connection through the proxy.
+    fn cut(&self) -> usize {
+        let mut live = self.live.lock().expect("lock");
+        let n = live.len() / 2;
+        for s in live.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        n
+    }
+
+    /// The broker URL, through the proxy.
+    fn url(&self) -> String {
+        let real = url();
+        let (scheme_user, rest) = real.rsplit_once('@').unwrap_or(("amqp://", &real));
+        let vhost = rest.split_once('/').map_or("", |(_, v)| v);
+        format!("{scheme_user}@127.0.0.1:{}/{vhost}", self.port)
+    }
+}
+
+/// host:port of the broker in [`url`].
+fn broker_addr() -> String {
+    let real = url();
+    let rest = real.rsplit_once('@').map_or(real.as_str(), |(_, r)| r);
+    rest.split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5672")
+        .to_string()
+}
+
+#[test]
+fn consume_survives_broker_loss_mid_stream_without_loss_or_stale_acks() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, "broker-loss", QueueType::Quorum);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+    let n = 20_000;
+    let prefetch = 300;
+    let bodies: Vec<Vec<u8>> = (0..n).map(benign).collect();
+    rabbit.publish(&queue.name, &bodies);
+    let proxy = Proxy::start(broker_addr());
+    let proxied = proxy.url();
+    let mut consumer = spawn_consumer(
+        &queue.name,
+        &sink,
+        tmp.path(),
+        &["--amqp-url", &proxied, "--prefetch", "300"],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    let mut cuts = 0;
+    for at in [2_000, 8_000] {
+        assert!(
+            wait_until(Duration::from_secs(30), || sink_lines(&sink).len() >= at),
+            "stuck before {at} lines; stderr:\n{}",
+            consumer.stderr()
+        );
+        cuts += proxy.cut();
+    }
+    let done = wait_until(Duration::from_secs(40), || {
+        let text = std::fs::read_to_string(&sink).unwrap_or_default();
+        text.lines().count() >= n && rabbit.ready(&queue.name) == 0
+    });
+    consumer.terminate();
+    let status = consumer.wait_for(Duration::from_secs(15));
+    let stderr = consumer.stderr();
+    if std::env::var_os("LOGFENCE_TEST_VERBOSE").is_some() {
+        eprintln!("{stderr}");
+    }
+    assert!(done, "not every record was written; stderr:\n{stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{stderr}"
+    );
+    assert!(cuts >= 2, "the proxy cut {cuts} connections");
+    assert!(
+        stderr.matches("connected").count() >= 3,
+        "the consumer should have reconnected after each cut; stderr:\n{stderr}"
+    );
+    for stale in ["PRECONDITION_FAILED", "unknown delivery tag"] {
+        assert!(
+            !stderr.contains(stale),
+            "a stale ack reached the broker; stderr:\n{stderr}"
+        );
+    }
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for line in sink_lines(&sink) {
+        *seen.entry(token_of(&line).expect("a token")).or_default() += 1;
+    }
+    assert_eq!(seen.len(), n, "nothing lost");
+    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!("broker loss: {cuts} cuts, {duplicates} duplicate lines");
+    assert!(
+        duplicates <= cuts * prefetch,
+        "{duplicates} duplicates exceed the in-flight window ({cuts} x {prefetch})"
+    );
+    assert_eq!(rabbit.ready(&queue.name), 0, "the queue ends empty");
+}
+
+#[test]
+fn consume_exits_78_on_an_existing_queue_of_other_arguments_and_deletes_nothing() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::bare(&rabbit, "mismatch");
+    // Somebody's plain classic queue, with a message in it.
+    rabbit.rt.block_on(async {
+        rabbit
+            .ch
+            .queue_declare(
+                queue.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+    });
+    rabbit.publish(&queue.name, &[benign(1)]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut consumer = spawn_consumer(
+        &queue.name,
+        &tmp.path().join("out.log"),
+        tmp.path(),
+        &[],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    let status = consumer.wait_for(Duration::from_secs(15));
+    let stderr = consumer.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("exists with other arguments") && stderr.contains(&queue.name),
+        "a clear message naming the queue; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        rabbit.ready(&queue.name),
+        1,
+        "the queue and its message are untouched"
+    );
+}
+
+#[test]
+fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, "lastwords", QueueType::Classic);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+    // Suspects (a delivery count of 1), so each takes a sandbox round trip: a kill lands
+    // with a batch in flight.
+    let bodies: Vec<Vec<u8>> = (0..3_000).map(benign).collect();
+    let mut headers = FieldTable::default();
+    headers.insert("x-delivery-count".into(), AMQPValue::LongInt(1));
+    rabbit.publish_with(
+        &queue.name,
+        &bodies,
+        BasicProperties::default().with_headers(headers),
+    );
+    let start = || {
+        spawn_consumer(
+            &queue.name,
+            &sink,
+            tmp.path(),
+            &["--queue-type", "classic", "--prefetch", "200"],
+            &[],
+            tmp.path().join("stderr.log"),
+        )
+    };
+    let mut first = start();
+    assert!(
+        wait_until(Duration::from_secs(20), || !sink_lines(&sink).is_empty()),
+        "nothing written; stderr:\n{}",
+        first.stderr()
+    );
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let mut second = start();
+    let reported = wait_until(Duration::from_secs(10), || {
+        second.stderr().contains("exited uncleanly")
+    });
+    second.terminate();
+    let status = second.wait_for(Duration::from_secs(15));
+    let stderr = second.stderr();
+    assert!(reported, "stderr:\n{stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{stderr}"
+    );
+    let fingerprints: std::collections::HashSet<String> =
+        bodies.iter().map(|b| fingerprint(b)).collect();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("exited uncleanly"))
+        .expect("the report line");
+    let named = fingerprints
+        .iter()
+        .filter(|fp| line.contains(fp.as_str()))
+        .count();
+    assert!(named > 0, "the report names in-flight fingerprints: {line}");
+    assert!(!line.contains("tok-"), "by fingerprint only: {line}");
 }
