@@ -149,17 +149,25 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 impl Hasher for KeyedHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        // The length goes in first, so a zero-padded last block cannot pass for a longer key.
-        let mut acc = fold_mul(self.acc ^ bytes.len() as u64, SPREAD);
-        let mut blocks = bytes.chunks_exact(16);
-        for b in &mut blocks {
-            acc = self.block(acc, b);
-        }
-        let rest = blocks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 16];
-            last[..rest.len()].copy_from_slice(rest);
-            acc = self.block(acc, &last);
+        // The length goes in first, so the overlapping reads below cannot make two keys of
+        // different lengths alike.
+        let len = bytes.len();
+        let mut acc = fold_mul(self.acc ^ len as u64, SPREAD);
+        if len > 16 {
+            let mut at = 0;
+            while at + 16 < len {
+                acc = self.mix(acc, word(bytes, at), word(bytes, at + 8));
+                at += 16;
+            }
+            // The last 16 bytes, overlapping the block before when the length is uneven.
+            acc = self.mix(acc, word(bytes, len - 16), word(bytes, len - 8));
+        } else if len >= 8 {
+            acc = self.mix(acc, word(bytes, 0), word(bytes, len - 8));
+        } else if len >= 4 {
+            acc = self.mix(acc, half_word(bytes, 0), half_word(bytes, len - 4));
+        } else if len > 0 {
+            let lo = u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8;
+            acc = self.mix(acc, lo, u64::from(bytes[len - 1]));
         }
         self.acc = acc;
     }
@@ -177,14 +185,29 @@ impl Hasher for KeyedHasher {
 
 impl KeyedHasher {
     #[inline]
-    fn block(&self, acc: u64, b: &[u8]) -> u64 {
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        fold_mul(word(0) ^ acc, word(8) ^ self.key)
+    fn mix(&self, acc: u64, a: u64, b: u64) -> u64 {
+        fold_mul(a ^ acc, b ^ self.key)
     }
+}
+
+/// The 4 bytes of `bytes` at `at`, little-endian (the caller keeps them in range).
+#[inline]
+fn half_word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 4];
+    if let Some(b) = bytes.get(at..at + 4) {
+        w.copy_from_slice(b);
+    }
+    u64::from(u32::from_le_bytes(w))
+}
+
+/// The 8 bytes of `bytes` at `at`, little-endian (the caller keeps them in range).
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    if let Some(b) = bytes.get(at..at + 8) {
+        w.copy_from_slice(b);
+    }
+    u64::from_le_bytes(w)
 }
 
 #[cfg(test)]
@@ -230,9 +253,13 @@ mod tests {
         let hashes: std::collections::HashSet<u64> =
             keys.iter().map(|k| state.hash_one(k)).collect();
         assert_eq!(hashes.len(), keys.len());
-        let long = "x".repeat(40);
-        let mut other = long.clone();
-        other.replace_range(33..34, "y");
-        assert_ne!(state.hash_one(&long), state.hash_one(&other));
+        for len in 1..40 {
+            let key = "x".repeat(len);
+            for at in 0..len {
+                let mut other = key.clone();
+                other.replace_range(at..at + 1, "y");
+                assert_ne!(state.hash_one(&key), state.hash_one(&other), "{len} {at}");
+            }
+        }
     }
 }

@@ -409,7 +409,12 @@ fn bare_len(conv: char, value: &Value) -> Option<usize> {
 fn write_bare(conv: char, value: &Value, out: &mut String) -> Option<()> {
     let mut digits = [0u8; 22];
     match (value, conv) {
-        (Value::Int(Int::Small(v)), _) => out.push_str(stack::i64_str(*v, &mut digits)),
+        (Value::Int(Int::Small(v)), _) => {
+            if *v < 0 {
+                out.push('-');
+            }
+            out.push_str(stack::u64_digits(v.unsigned_abs(), 10, false, &mut digits));
+        }
         (Value::Bool(b), 'd' | 'i' | 'u') => out.push(if *b { '1' } else { '0' }),
         (_, 'd' | 'i' | 'u') => return None,
         (Value::Str(s), _) => out.push_str(s),

@@ -67,17 +67,6 @@ pub(crate) fn u64_digits(m: u64, radix: u32, upper: bool, buf: &mut [u8; 22]) ->
     std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
-/// `str(v)` of an `i64`, sign included, into `buf`.
-pub(crate) fn i64_str(v: i64, buf: &mut [u8; 22]) -> &str {
-    let mut start = buf.len() - u64_digits(v.unsigned_abs(), 10, false, buf).len();
-    if v < 0 {
-        // 20 digits at most: there is room for the sign.
-        start -= 1;
-        buf[start] = b'-';
-    }
-    std::str::from_utf8(&buf[start..]).unwrap_or_default()
-}
-
 /// The length of `str(v)`, sign included.
 pub(crate) fn i64_str_len(v: i64) -> usize {
     let m = v.unsigned_abs();
@@ -96,7 +85,9 @@ mod tests {
     fn stack_digits_match_std_formatting() {
         let mut b = [0u8; 22];
         for v in [0, 7, -7, 10, 99, -100, i64::MAX, i64::MIN, 1234567890123] {
-            assert_eq!(i64_str(v, &mut b), v.to_string());
+            let sign = if v < 0 { "-" } else { "" };
+            let digits = u64_digits(v.unsigned_abs(), 10, false, &mut b);
+            assert_eq!(format!("{sign}{digits}"), v.to_string());
             assert_eq!(i64_str_len(v), v.to_string().len());
         }
         assert_eq!(
