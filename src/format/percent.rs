@@ -9,6 +9,11 @@
 //!    notes the first CPython error, but carries on so that a later limit still wins;
 //! 3. only then, the render into a buffer of exactly the measured size.
 //!
+//! The common shape skips all that: when every spec is a bare `%s`/`%d` and the args are a
+//! tuple of as many str, small int, bool, None or float values, no limit but the output
+//! size can fire and no CPython error can happen, so `render_bare` sums the exact size,
+//! checks it, and writes once. Anything else goes the three-pass way.
+//!
 //! The argument bookkeeping (`arglen`, `argidx`, the mapping) mirrors CPython's
 //! `unicode_formatter_t`, including its quirks: a scalar is consumed once, a mapping value
 //! replaces the args (`'%(a)s %s' % {'a': 1}` has not enough arguments), and a dict as args
