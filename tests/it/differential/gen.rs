@@ -1667,7 +1667,7 @@ impl G {
             }
             "{" => {
                 let mut xs = Vec::new();
-                if self.chance(0.3) && n % 2 == 0 {
+                if self.chance(0.3) && n.is_multiple_of(2) {
                     // nested fields count: `{:{}}` is two
                     while fields < n {
                         msg.push_str("{:{}}");
