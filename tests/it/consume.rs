@@ -1008,3 +1008,69 @@ fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
     assert!(named > 0, "the report names in-flight fingerprints: {line}");
     assert!(!line.contains("tok-"), "by fingerprint only: {line}");
 }
+
+/// Throughput and peak RSS of the consumer on small records (a figure, not a check): run with
+/// `LOGFENCE_E2E_BIN=target/release/logfence cargo test --test it consume_throughput -- --ignored --nocapture`
+/// (`LOGFENCE_E2E_N` records, default 200,000, to a classic queue, sink a file).
+#[test]
+#[ignore]
+fn consume_throughput_figure() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let n: usize = std::env::var("LOGFENCE_E2E_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let bin = std::env::var("LOGFENCE_E2E_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_logfence").to_string());
+    let queue = TestQueue::new(&rabbit, "throughput", QueueType::Classic);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.log");
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            format!(r#"{{"msg":"user %s sent %d bytes","args":["u{i}",{i}],"logger":"app","ts":"{TS}"}}"#)
+                .into_bytes()
+        })
+        .collect();
+    let t = Instant::now();
+    rabbit.publish(&queue.name, &bodies);
+    eprintln!("published {n} in {:?}", t.elapsed());
+    let stderr = File::create(tmp.path().join("stderr.log")).expect("stderr");
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["consume", "--queue", &queue.name, "--queue-type", "classic"])
+        .arg("--sink")
+        .arg(format!("file:{}", sink.display()))
+        .args(["--prefetch", "1000"])
+        .env("AMQP_URL", url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn");
+    let size_of = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut last = 0;
+    let done = wait_until(Duration::from_secs(120), || {
+        let size = size_of(&sink);
+        let idle = size == last && size > 0;
+        last = size;
+        idle && rabbit.ready(&queue.name) == 0
+    });
+    let elapsed = started.elapsed();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_string();
+    let pid = rustix::process::Pid::from_child(&child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let _ = child.wait();
+    let lines = sink_lines(&sink).len();
+    assert!(done && lines >= n, "{lines} of {n} lines");
+    eprintln!(
+        "consumed {n} in {elapsed:?} (incl. start-up and a 50 ms idle check): {:.0} msgs/s; {hwm}",
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
