@@ -1074,3 +1074,57 @@ fn consume_throughput_figure() {
         n as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn consume_json_output_with_fallback_only_writes_every_line_and_dead_letters_nothing() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let queue = TestQueue::new(&rabbit, "json-fallback", QueueType::Quorum);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = tmp.path().join("out.jsonl");
+    let pipeline = Pipeline::new(Limits::default(), logfence::line::DEFAULT_LINE_FORMAT)
+        .expect("pipeline")
+        .with_output(logfence::pipeline::OutputFormat::Json);
+    let mut bodies: Vec<Vec<u8>> = (0..300).map(benign).collect();
+    bodies.extend((0..100).map(verbatim_url));
+    bodies.extend(poison_bodies());
+    // Only records whose line does not depend on the time received: compared exactly.
+    bodies.retain(|b| !expected_line(&pipeline, b).1);
+    let mut expected: Vec<String> = bodies
+        .iter()
+        .map(|b| expected_line(&pipeline, b).0)
+        .collect();
+    rabbit.publish(&queue.name, &bodies);
+    let mut consumer = spawn_consumer(
+        &queue.name,
+        &sink,
+        tmp.path(),
+        &["--output", "json", "--on-reject", "fallback"],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    let n = bodies.len();
+    let written = wait_until(Duration::from_secs(30), || sink_lines(&sink).len() >= n);
+    consumer.terminate();
+    let status = consumer.wait_for(Duration::from_secs(15));
+    let stderr = consumer.stderr();
+    assert!(written, "stderr:\n{stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; stderr:\n{stderr}"
+    );
+    let mut lines = sink_lines(&sink);
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line is one JSON object");
+    }
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected);
+    assert_eq!(
+        rabbit.ready(&format!("{}.dead", queue.name)),
+        0,
+        "fallback only: no DLQ copies"
+    );
+    assert_eq!(rabbit.ready(&queue.name), 0);
+}
