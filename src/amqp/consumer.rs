@@ -135,7 +135,8 @@ struct Entry {
     body: Vec<u8>,
     properties: BasicProperties,
     plan: Plan,
-    /// Its last words: recorded before rendering, cleared when it is settled.
+    /// Its last words: recorded before rendering, cleared once its fate is decided (just
+    /// before it is settled).
     _slot: Option<Slot>,
 }
 
