@@ -236,8 +236,9 @@ impl Admin {
 
 /// The floor: lapin consuming with the same prefetch and acking `multiple` every
 /// [`ACK_EVERY`] deliveries, bodies untouched.
-fn raw_drain(admin: &Admin, queue: &str, n: usize) -> Result<Duration> {
-    admin.rt.block_on(async {
+fn raw_drain(admin: &Admin, queue: &str, n: usize) -> Result<(Duration, Duration)> {
+    let cpu_before = cpu_time("self").context("reading this process's CPU time")?;
+    let elapsed = admin.rt.block_on(async {
         let started = Instant::now();
         let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
@@ -264,8 +265,23 @@ fn raw_drain(admin: &Admin, queue: &str, n: usize) -> Result<Duration> {
         }
         let elapsed = started.elapsed();
         conn.close(200, "done".into()).await?;
-        Ok(elapsed)
-    })
+        anyhow::Ok(elapsed)
+    })?;
+    let cpu = cpu_time("self").context("reading this process's CPU time")?;
+    Ok((elapsed, cpu.saturating_sub(cpu_before)))
+}
+
+/// User + system CPU time of every thread of process `pid` (`self` for this one) so far:
+/// less sensitive than wall time to the other tenants of a shared machine.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name,
+    // in USER_HZ ticks, which the kernel ABI fixes at 100 per second.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// What one logfence run measured.
@@ -273,6 +289,8 @@ struct Measured {
     elapsed: Duration,
     /// VmHWM of the consumer process, KiB.
     hwm_kib: u64,
+    /// CPU time of the consumer process, start-up included.
+    cpu: Duration,
     /// VmHWM of its child processes (the sandbox worker), KiB.
     children_hwm_kib: Vec<u64>,
     lines: usize,
@@ -398,6 +416,7 @@ fn logfence_drain(admin: &Admin, queue: &str, n: usize) -> Result<Measured> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let hwm_kib = vm_hwm_kib(pid).context("reading the consumer's VmHWM")?;
+    let cpu = cpu_time(&pid.to_string()).context("reading the consumer's CPU time")?;
     let children_hwm_kib = children_of(pid)
         .into_iter()
         .filter_map(vm_hwm_kib)
@@ -433,6 +452,7 @@ fn logfence_drain(admin: &Admin, queue: &str, n: usize) -> Result<Measured> {
     Ok(Measured {
         elapsed,
         hwm_kib,
+        cpu,
         children_hwm_kib,
         lines: lines.poll()?,
     })
@@ -474,17 +494,18 @@ fn run() -> Result<()> {
         for side in ["raw", "logfence", "raw"] {
             let queue = admin.fill(side, &bodies, n)?;
             if side == "raw" {
-                let d = raw_drain(&admin, &queue, n)?;
+                let (d, cpu) = raw_drain(&admin, &queue, n)?;
                 let left = admin.ready(&queue)?;
                 if left != 0 {
                     bail!("{left} messages left in {queue} after the raw drain");
                 }
                 println!(
-                    "e2e: raw lapin consume+ack: {n} in {:.2} s = {:.0} msgs/s",
+                    "e2e: raw lapin consume+ack: {n} in {:.2} s = {:.0} msgs/s, CPU {:.2} s",
                     d.as_secs_f64(),
-                    rate(n, d)
+                    rate(n, d),
+                    cpu.as_secs_f64()
                 );
-                raws.push(rate(n, d));
+                raws.push((rate(n, d), cpu.as_secs_f64()));
             } else {
                 let m = logfence_drain(&admin, &queue, n)?;
                 let children: Vec<String> = m
@@ -499,9 +520,10 @@ fn run() -> Result<()> {
                 };
                 println!(
                     "e2e: logfence consume -> render -> file sink -> ack: {n} in {:.2} s = {:.0} \
-                     msgs/s ({} lines), peak RSS {:.1} MiB ({children})",
+                     msgs/s, CPU {:.2} s ({} lines), peak RSS {:.1} MiB ({children})",
                     m.elapsed.as_secs_f64(),
                     rate(n, m.elapsed),
+                    m.cpu.as_secs_f64(),
                     m.lines,
                     m.hwm_kib as f64 / 1024.0,
                 );
@@ -516,7 +538,8 @@ fn run() -> Result<()> {
     let Some(m) = measured else {
         bail!("logfence was not measured");
     };
-    let raw = raws.iter().sum::<f64>() / raws.len() as f64;
+    let raw = raws.iter().map(|r| r.0).sum::<f64>() / raws.len() as f64;
+    let raw_cpu = raws.iter().map(|r| r.1).sum::<f64>() / raws.len() as f64;
     let ratio = rate(n, m.elapsed) / raw;
     let rss_mib = m.hwm_kib as f64 / 1024.0;
     println!(
@@ -524,6 +547,13 @@ fn run() -> Result<()> {
          {RATIO_TARGET:.2}: {})",
         rate(n, m.elapsed),
         verdict(ratio >= RATIO_TARGET)
+    );
+    println!(
+        "e2e: CPU per 100k records: logfence {:.2} s, raw {:.2} s (mean): {:.1}x (reported, \
+         not a target)",
+        m.cpu.as_secs_f64() * 1e5 / n as f64,
+        raw_cpu * 1e5 / n as f64,
+        m.cpu.as_secs_f64() / raw_cpu.max(f64::MIN_POSITIVE)
     );
     println!(
         "e2e: peak RSS (VmHWM) {rss_mib:.1} MiB (target <= {RSS_TARGET_MIB} MiB: {})",
