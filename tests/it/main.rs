@@ -1,5 +1,7 @@
 mod check_cli;
 mod consume;
+mod consume_memory;
 mod differential;
 mod fixtures;
+mod isolation;
 mod properties;
