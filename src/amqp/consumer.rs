@@ -42,6 +42,13 @@ use crate::sink::{Sink, SinkError, SinkSpec};
 /// How long closing a channel or connection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a memory pause may hold before the consumer takes one more batch anyway. It
+/// pauses between batches, holding nothing of its own; if memory has not fallen to the low
+/// watermark by then, what holds it is what waiting cannot free (the runtime's own, and the
+/// prefetched deliveries in lapin's buffer, which only consuming frees): under a cap that
+/// close to the resting allocation, waiting longer would stall for good.
+const PAUSE_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Everything the loop needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -323,6 +330,12 @@ impl Consumer {
                 // prefetch ahead, and nothing is acked while we wait.
                 tokio::select! {
                     _ = self.gate.wait_resumed() => {}
+                    _ = tokio::time::sleep(PAUSE_AT_MOST) => {
+                        tracing::warn!(
+                            after_ms = PAUSE_AT_MOST.as_millis() as u64,
+                            "memory has not fallen during the pause; taking one batch anyway"
+                        );
+                    }
                     _ = self.shutdown.wait() => return Ok(()),
                 }
             }

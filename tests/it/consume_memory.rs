@@ -395,13 +395,13 @@ fn consume_large_records_under_a_64mib_cap_stay_under_it_and_all_arrive_once() {
     }
 }
 
-/// The events seen under a tight cap: every pause resumed, and every sampled figure under
-/// the cap (pauses at or above the high watermark, resumes at or below the low one).
-fn assert_pauses_resumed_under(run: &Run, cap: u64) {
-    assert_eq!(
-        run.pauses.len(),
-        run.resumes.len(),
-        "every pause resumed; stderr:\n{}",
+/// The events seen under a tight cap: pauses and resumes alternate (a last pause may still
+/// hold at the end), pauses sampled at or above the high watermark and under the cap,
+/// resumes at or below the low one.
+fn assert_pause_events_under(run: &Run, cap: u64) {
+    assert!(
+        run.resumes.len() <= run.pauses.len() && run.pauses.len() <= run.resumes.len() + 1,
+        "pauses and resumes alternate; stderr:\n{}",
         run.stderr
     );
     for a in &run.pauses {
@@ -413,17 +413,17 @@ fn assert_pauses_resumed_under(run: &Run, cap: u64) {
 }
 
 /// 24 MiB is tuned to this load: 24 prefetched 200 KB bodies (a quarter of the cap over the
-/// 256 KiB body limit) rest at about 13-15 MB allocated, under the 60 % low watermark (15.1
-/// MB), while a batch being rendered (bodies, messages and lines of 24 records at once)
-/// peaks just above the 75 % high watermark (18.9 MB). Whether a 100 ms sample lands on a
-/// peak is chance: in trial runs 0 to 3 pauses per run (all resumed). So a pause is not
-/// required here (that would be a flaky test); what is required is that every pause that
-/// happens resumes, with its figures on the right side of the watermarks, and that no
-/// record is lost or doubled across them. Peak RSS is not compared with this cap: the debug
-/// binary alone resides in more than 24 MiB; the cap is on allocation.
+/// 256 KiB body limit) rest at about 13-16 MB allocated, around the 60 % low watermark
+/// (15.1 MB), while a batch being rendered (bodies, messages and lines of 24 records at
+/// once) peaks just above the 75 % high watermark (18.9 MB). Whether a 100 ms sample lands
+/// on a peak is chance (0 to 3 pauses per run in trials), so a pause is not required here:
+/// that would make a flaky test. What is required: no record lost or doubled across the
+/// pauses that do happen, their figures on the right side of the watermarks, and progress
+/// even when memory at rest does not fall to the low watermark (before the consumer bounded
+/// its pauses this run stalled for good in 2 of 3 trials). Peak RSS is not compared with
+/// this cap: the debug binary alone resides in more than 24 MiB; the cap is on allocation.
 #[test]
-#[ignore = "known bug: stalls in 2 of 3 runs, a pause whose resting allocation stays above the low watermark never resumes"]
-fn consume_large_records_under_a_tight_cap_resume_every_pause_and_all_arrive_once() {
+fn consume_large_records_under_a_tight_cap_pause_without_stalling_and_all_arrive_once() {
     let cap = 24 * MIB;
     let flags = ["--memory-limit", "24MiB", "--max-body-bytes", "256KiB"];
     let Some(run) = run_large("mem-24mib", 300, 200_000, &flags) else {
@@ -432,22 +432,27 @@ fn consume_large_records_under_a_tight_cap_resume_every_pause_and_all_arrive_onc
     assert_eq!(run.prefetch, Some(24), "stderr:\n{}", run.stderr);
     assert_each_written_once(&run.lines, 300);
     assert_eq!(run.left, 0, "the queue ends empty");
-    assert_pauses_resumed_under(&run, cap);
+    assert_pause_events_under(&run, cap);
 }
 
-/// KNOWN BUG (found by this test, not fixed here): when the cap is so tight that the
-/// process's resting allocation (runtime, tables, plus the prefetched bodies lapin holds)
-/// is above the low watermark, the first pause never ends. The consumer only checks the
-/// gate between batches, so while paused nothing of its own is in flight: waiting for
-/// memory to fall waits for nothing, and it sits paused for good with the prefetch unacked.
-/// Seen at 16 MiB (paused at 13.3 MB after 32 of 300 records) and 20 MiB (paused at 17.4
-/// MB after 167); 8 and 12 MiB stall the same way.
+/// A cap so tight that the resting allocation (the runtime's own plus the prefetched bodies
+/// lapin holds) is above the low watermark from the first pause on: a pause there cannot
+/// end by waiting. Before the consumer bounded its pauses it sat paused for good (at 16
+/// MiB: paused at 13.3 MB after 32 of 300 records; at 20 MiB after 167; 8 and 12 MiB
+/// alike). Now it takes a batch after each second paused: slow, but every record arrives.
 #[test]
-#[ignore = "known bug: a pause whose resting allocation stays above the low watermark never resumes"]
 fn consume_under_a_cap_near_its_resting_allocation_still_makes_progress() {
+    let cap = 16 * MIB;
     let flags = ["--memory-limit", "16MiB", "--max-body-bytes", "256KiB"];
     let Some(run) = run_large("mem-16mib", 300, 200_000, &flags) else {
         return;
     };
     assert_each_written_once(&run.lines, 300);
+    assert_eq!(run.left, 0, "the queue ends empty");
+    assert!(
+        !run.pauses.is_empty() && run.stderr.contains("taking one batch anyway"),
+        "a pause that could not end by waiting; stderr:\n{}",
+        run.stderr
+    );
+    assert_pause_events_under(&run, cap);
 }
