@@ -82,14 +82,8 @@ fn check_gives_every_poison_fixture_its_documented_verdict_and_rule() {
             fs.iter().filter(|f| f["severity"] == "reject").count()
         });
         assert!(rejects <= 1, "{file}: at most one reject finding: {r}");
-        // Parsing and rendering any of them costs less than one output limit. Known gap,
-        // in format/brace: the first parse of a 257-field template grows its pieces by
-        // doubling (~140 KB); bounded here until they are sized up front.
-        let limit = if file == "brace-257-fields.json" {
-            256 << 10
-        } else {
-            64 << 10
-        };
+        // Parsing and rendering any of them costs less than one output limit.
+        let limit = 64 << 10;
         let alloc = r["alloc_bytes"].as_u64().unwrap_or(u64::MAX);
         assert!(alloc < limit, "{file}: alloc_bytes {alloc}");
     }
