@@ -251,3 +251,45 @@ async fn pipeline_allocation_with_many_records_in_flight_matches_each_alone() {
         alone.iter().max().unwrap_or(&0),
     );
 }
+
+/// The control that shows the test above can fail: the same tasks, with the per-thread
+/// counter read across the awaits instead of around the synchronous call, are charged with
+/// what other tasks allocated on their thread meanwhile, or, when the task moved, with the
+/// difference of two threads' unrelated counters (in trials: all 504 off by more than 5 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allocation_read_across_awaits_is_charged_with_other_records() {
+    let pipeline =
+        Arc::new(Pipeline::new(Limits::default(), DEFAULT_LINE_FORMAT).expect("pipeline"));
+    let records = Arc::new(sized_records());
+    let n = records.len();
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let pipeline = Arc::clone(&pipeline);
+        let records = Arc::clone(&records);
+        handles.push(tokio::spawn(async move {
+            let (warm, body) = &records[i];
+            let _ = pipeline.process(warm);
+            let before = logfence::alloc::thread_allocated();
+            tokio::task::yield_now().await;
+            let out = pipeline.process(body);
+            tokio::task::yield_now().await;
+            let after = logfence::alloc::thread_allocated();
+            (
+                out.alloc_bytes.expect("measured"),
+                after.wrapping_sub(before),
+            )
+        }));
+    }
+    let mut off = 0;
+    for handle in handles {
+        let (own, across) = handle.await.expect("task");
+        if !close(across, own) {
+            off += 1;
+        }
+    }
+    eprintln!("control: {off} of {n} records mismeasured when read across awaits");
+    assert!(
+        off > 0,
+        "reading across awaits should have mixed records up"
+    );
+}
