@@ -110,15 +110,11 @@ impl<'m> Parser<'m> {
         // One allocation of about the right size: a piece per `{`, one more for literal
         // text before it (none right after a `}`), one for the tail. Growing by doubling
         // would allocate, and count, about three times as much.
-        let mut estimate = 1usize;
-        let mut fields = 0usize;
-        for i in memchr::memchr_iter(b'{', &b[pos..end]).map(|i| pos + i) {
-            if fields >= self.store_limit {
-                break;
-            }
-            fields += 1;
-            estimate += 1 + usize::from(i > pos && b[i - 1] != b'}');
-        }
+        let estimate: usize = 1 + memchr::memchr_iter(b'{', &b[pos..end])
+            .map(|i| pos + i)
+            .take(self.store_limit)
+            .map(|i| 1 + usize::from(i > pos && b[i - 1] != b'}'))
+            .sum::<usize>();
         let mut out = Vec::with_capacity(estimate);
         let mut lit = (pos, false);
         let mut errored = false;
