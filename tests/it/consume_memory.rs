@@ -13,161 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use logfence::amqp::topology::{QueueType, Topology};
+pub(crate) use super::broker::{sink_lines, url, wait_until, Rabbit, TestQueue, TS};
 
-const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const MIB: u64 = 1 << 20;
-pub(crate) const TS: &str = "2026-11-22T10:00:00Z";
-
-pub(crate) fn url() -> String {
-    std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
-
-/// The test's own lapin connection: declare, publish, count, delete.
-pub(crate) struct Rabbit {
-    rt: tokio::runtime::Runtime,
-    _conn: Connection,
-    ch: Channel,
-}
-
-impl Rabbit {
-    /// `None` when no broker answers (and not under CI, where that fails the test).
-    pub(crate) fn connect() -> Option<Rabbit> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let conn = rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                Connection::connect(&url(), ConnectionProperties::default()),
-            )
-            .await
-        });
-        let conn = match conn {
-            Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("no RabbitMQ at {}: {why}", url());
-                }
-                eprintln!(
-                    "SKIPPED: no RabbitMQ at {} ({why}); run scripts/broker.sh",
-                    url()
-                );
-                return None;
-            }
-        };
-        let ch = rt.block_on(async {
-            let ch = conn.create_channel().await.expect("channel");
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("confirm mode");
-            ch
-        });
-        Some(Rabbit {
-            rt,
-            _conn: conn,
-            ch,
-        })
-    }
-
-    /// Publishes to `queue` (transient messages), waiting for every confirm.
-    pub(crate) fn publish(&self, queue: &str, bodies: &[Vec<u8>]) {
-        self.rt.block_on(async {
-            for chunk in bodies.chunks(500) {
-                let mut confirms = Vec::with_capacity(chunk.len());
-                for body in chunk {
-                    let c = self
-                        .ch
-                        .basic_publish(
-                            "".into(),
-                            queue.into(),
-                            BasicPublishOptions::default(),
-                            body,
-                            BasicProperties::default(),
-                        )
-                        .await
-                        .expect("publish");
-                    confirms.push(c);
-                }
-                for c in confirms {
-                    assert!(
-                        c.await.expect("confirm").is_ack(),
-                        "broker nacked a publish"
-                    );
-                }
-            }
-        });
-    }
-
-    /// Messages ready in `queue` (unacked ones are not counted).
-    pub(crate) fn ready(&self, queue: &str) -> u32 {
-        self.rt.block_on(async {
-            self.ch
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("passive declare")
-                .message_count()
-        })
-    }
-
-    fn delete(&self, queue: &str) {
-        self.rt.block_on(async {
-            for q in [queue.to_string(), format!("{queue}.dead")] {
-                let _ = self
-                    .ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        });
-    }
-}
-
-/// A unique classic queue with the consumer's topology, deleted (with its `.dead`) at the
-/// end, even on failure.
-pub(crate) struct TestQueue<'a> {
-    rabbit: &'a Rabbit,
-    pub(crate) name: String,
-}
-
-impl<'a> TestQueue<'a> {
-    pub(crate) fn classic(rabbit: &'a Rabbit, what: &str) -> TestQueue<'a> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("logfence-test-{what}-{}-{nanos}", std::process::id());
-        rabbit.delete(&name);
-        let topology = Topology::new(&name, QueueType::Classic, 5).expect("queue name");
-        rabbit
-            .rt
-            .block_on(topology.declare(&rabbit.ch))
-            .expect("declare topology");
-        TestQueue { rabbit, name }
-    }
-}
-
-impl Drop for TestQueue<'_> {
-    fn drop(&mut self) {
-        self.rabbit.delete(&self.name);
-    }
-}
 
 /// `logfence consume` as a child process on a classic queue, sink a file, stderr in a file.
 pub(crate) struct ConsumerProcess {
@@ -240,26 +88,6 @@ impl Drop for ConsumerProcess {
     }
 }
 
-pub(crate) fn sink_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Polls `done` every 50 ms for at most `limit`.
-pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 /// Every `tok-NNNNNN` in `text`.
 pub(crate) fn tokens_in(text: &str) -> Vec<&str> {
     text.match_indices("tok-")
@@ -308,7 +136,7 @@ fn run_large(what: &str, n: usize, size: usize, flags: &[&str]) -> Option<Run> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
     let bodies: Vec<Vec<u8>> = (0..n).map(|i| large_record(i, size)).collect();
-    rabbit.publish(&queue.name, &bodies);
+    rabbit.publish_transient(&queue.name, &bodies);
     drop(bodies);
     let mut args = vec!["--max-output-bytes", "256KiB"];
     args.extend_from_slice(flags);

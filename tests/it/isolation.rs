@@ -73,7 +73,7 @@ fn consume_json_lines_of_5000_records_in_flight_each_carry_only_their_own_token(
             (format!("tok-{i:06}"), out.line.expect("a line"))
         })
         .collect();
-    rabbit.publish(&queue.name, &bodies);
+    rabbit.publish_transient(&queue.name, &bodies);
     let mut consumer = ConsumerProcess::spawn(
         &queue.name,
         &sink,

@@ -1,3 +1,4 @@
+mod broker;
 mod check_cli;
 mod consume;
 mod consume_memory;

@@ -1,0 +1,258 @@
+//! The tests' own side of the broker, shared by every test that runs `logfence consume`:
+//! a lapin connection to declare, publish, inspect and delete, uniquely named queues that
+//! delete themselves, and polling helpers.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use logfence::amqp::topology::{QueueType, Topology};
+
+pub(crate) const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub(crate) fn url() -> String {
+    std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// A lapin connection for the test's own side: declare, publish, inspect, delete.
+pub(crate) struct Rabbit {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) _conn: Connection,
+    pub(crate) ch: Channel,
+}
+
+impl Rabbit {
+    /// `None` when no broker answers (and not under CI).
+    pub(crate) fn connect() -> Option<Rabbit> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let conn = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                Connection::connect(&url(), ConnectionProperties::default()),
+            )
+            .await
+        });
+        let conn = match conn {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("no RabbitMQ at {}: {why}", url());
+                }
+                eprintln!(
+                    "SKIPPED: no RabbitMQ at {} ({why}); run scripts/broker.sh",
+                    url()
+                );
+                return None;
+            }
+        };
+        let ch = rt.block_on(async {
+            let ch = conn.create_channel().await.expect("channel");
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm mode");
+            ch
+        });
+        Some(Rabbit {
+            rt,
+            _conn: conn,
+            ch,
+        })
+    }
+
+    /// Declares the topology exactly as the consumer will.
+    pub(crate) fn declare(&self, queue: &str, queue_type: QueueType) {
+        let topology = Topology::new(queue, queue_type, 5).expect("queue name");
+        self.rt
+            .block_on(topology.declare(&self.ch))
+            .expect("declare topology");
+    }
+
+    /// Publishes persistent messages to `queue`, waiting for every confirm.
+    pub(crate) fn publish(&self, queue: &str, bodies: &[Vec<u8>]) {
+        self.publish_with(
+            queue,
+            bodies,
+            BasicProperties::default().with_delivery_mode(2),
+        );
+    }
+
+    pub(crate) fn publish_with(
+        &self,
+        queue: &str,
+        bodies: &[Vec<u8>],
+        properties: BasicProperties,
+    ) {
+        self.rt.block_on(async {
+            for chunk in bodies.chunks(500) {
+                let mut confirms = Vec::with_capacity(chunk.len());
+                for body in chunk {
+                    let c = self
+                        .ch
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            properties.clone(),
+                        )
+                        .await
+                        .expect("publish");
+                    confirms.push(c);
+                }
+                for c in confirms {
+                    assert!(
+                        c.await.expect("confirm").is_ack(),
+                        "broker nacked a publish"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Messages ready in `queue` (unacked ones are not counted).
+    pub(crate) fn ready(&self, queue: &str) -> u32 {
+        self.rt.block_on(async {
+            self.ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive declare")
+                .message_count()
+        })
+    }
+
+    /// Takes every message ready in `queue` (no-ack), body and headers.
+    pub(crate) fn take_all(&self, queue: &str) -> Vec<(Vec<u8>, FieldTable)> {
+        let n = self.ready(queue) as usize;
+        self.rt.block_on(async {
+            let mut out = Vec::with_capacity(n);
+            if n == 0 {
+                return out;
+            }
+            let mut consumer = self
+                .ch
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..BasicConsumeOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("basic.consume");
+            while out.len() < n {
+                let next = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
+                let Ok(Some(Ok(d))) = next else {
+                    panic!("only {} of {n} messages of {queue} came", out.len());
+                };
+                let headers = d.properties.headers().clone().unwrap_or_default();
+                out.push((d.data, headers));
+            }
+            self.ch
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await
+                .expect("basic.cancel");
+            out
+        })
+    }
+
+    pub(crate) fn delete(&self, queue: &str) {
+        self.rt.block_on(async {
+            for q in [queue.to_string(), format!("{queue}.dead")] {
+                let _ = self
+                    .ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        });
+    }
+}
+
+/// A test's queue: unique, deleted (with its `.dead`) when the test ends, even on failure.
+pub(crate) struct TestQueue<'a> {
+    rabbit: &'a Rabbit,
+    pub(crate) name: String,
+}
+
+impl<'a> TestQueue<'a> {
+    /// A unique name with the consumer's topology declared.
+    pub(crate) fn new(rabbit: &'a Rabbit, what: &str, queue_type: QueueType) -> TestQueue<'a> {
+        let queue = TestQueue::bare(rabbit, what);
+        rabbit.declare(&queue.name, queue_type);
+        queue
+    }
+
+    /// A unique name, nothing declared.
+    pub(crate) fn bare(rabbit: &'a Rabbit, what: &str) -> TestQueue<'a> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("logfence-test-{what}-{}-{nanos}", std::process::id());
+        rabbit.delete(&name);
+        TestQueue { rabbit, name }
+    }
+}
+
+impl Drop for TestQueue<'_> {
+    fn drop(&mut self) {
+        self.rabbit.delete(&self.name);
+    }
+}
+
+pub(crate) fn sink_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `done` every 50 ms for at most `limit`.
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+pub(crate) const TS: &str = "2026-11-22T10:00:00Z";
+
+impl Rabbit {
+    /// Publishes transient messages (no disk on the broker's side: for large batches).
+    pub(crate) fn publish_transient(&self, queue: &str, bodies: &[Vec<u8>]) {
+        self.publish_with(queue, bodies, BasicProperties::default());
+    }
+}
+
+impl<'a> TestQueue<'a> {
+    /// A unique classic queue with the consumer's topology declared.
+    pub(crate) fn classic(rabbit: &'a Rabbit, what: &str) -> TestQueue<'a> {
+        TestQueue::new(rabbit, what, QueueType::Classic)
+    }
+}
