@@ -728,35 +728,40 @@ fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
     let queue = TestQueue::new(&rabbit, "lastwords", QueueType::Classic);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
-    // Suspects (a delivery count of 1), so each takes a sandbox round trip: a kill lands
-    // with a batch in flight.
-    let bodies: Vec<Vec<u8>> = (0..3_000).map(benign).collect();
-    let mut headers = FieldTable::default();
-    headers.insert("x-delivery-count".into(), AMQPValue::LongInt(1));
-    rabbit.publish_with(
-        &queue.name,
-        &bodies,
-        BasicProperties::default().with_headers(headers),
-    );
-    let start = || {
+    // Deterministic: the first record spins in the main process (the `render-loop`
+    // failpoint, armed for the first run only), so it and its batch are surely in flight
+    // when the kill lands. (Regression: a timing-based version found nothing in flight on
+    // a loaded CI machine.)
+    const MARKER: &str = "LW-MARKER-9c1";
+    let marker = serde_json::json!({"msg": format!("{MARKER} %s"), "args": [1], "ts": TS})
+        .to_string()
+        .into_bytes();
+    let mut bodies: Vec<Vec<u8>> = vec![marker.clone()];
+    bodies.extend((0..300).map(benign));
+    rabbit.publish(&queue.name, &bodies);
+    let start = |env: &[(&str, &str)]| {
         spawn_consumer(
             &queue.name,
             &sink,
             tmp.path(),
             &["--queue-type", "classic", "--prefetch", "200"],
-            &[],
+            env,
             tmp.path().join("stderr.log"),
         )
     };
-    let mut first = start();
+    let failpoint = format!("render-loop=return({MARKER})");
+    let mut first = start(&[("FAILPOINTS", failpoint.as_str())]);
+    let lastwords = tmp.path().join("lastwords");
     assert!(
-        wait_until(Duration::from_secs(20), || !sink_lines(&sink).is_empty()),
-        "nothing written; stderr:\n{}",
+        wait_until(Duration::from_secs(20), || lastwords.exists()),
+        "no last-words file; stderr:\n{}",
         first.stderr()
     );
+    // Give the first batch time to reach the spinning record.
+    std::thread::sleep(Duration::from_millis(1500));
     let _ = first.child.kill();
     let _ = first.child.wait();
-    let mut second = start();
+    let mut second = start(&[]);
     let reported = wait_until(Duration::from_secs(10), || {
         second.stderr().contains("exited uncleanly")
     });
@@ -768,17 +773,14 @@ fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
         status.is_some_and(|s| s.success()),
         "exit {status:?}; stderr:\n{stderr}"
     );
-    let fingerprints: std::collections::HashSet<String> =
-        bodies.iter().map(|b| fingerprint(b)).collect();
     let line = stderr
         .lines()
         .find(|l| l.contains("exited uncleanly"))
         .expect("the report line");
-    let named = fingerprints
-        .iter()
-        .filter(|fp| line.contains(fp.as_str()))
-        .count();
-    assert!(named > 0, "the report names in-flight fingerprints: {line}");
+    assert!(
+        line.contains(&fingerprint(&marker)),
+        "the report names the record that was in flight: {line}"
+    );
     assert!(!line.contains("tok-"), "by fingerprint only: {line}");
 }
 
