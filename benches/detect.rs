@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench --bench detect`.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -56,22 +58,6 @@ fn bench_sandbox(c: &mut Criterion) {
     g.finish();
 }
 
-fn mean_ns(group: &str, name: &str) -> Option<f64> {
-    let root = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-        .join("criterion");
-    let text = std::fs::read_to_string(
-        root.join(group)
-            .join(name)
-            .join("new")
-            .join("estimates.json"),
-    )
-    .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_detector(&mut c);
@@ -79,8 +65,8 @@ fn main() {
     c.final_summary();
     println!("\n== ratios (measured in this run) ==");
     if let (Some(d), Some(m)) = (
-        mean_ns("detect", "detector_benign_ascii"),
-        mean_ns("detect", "memchr3_scan"),
+        common::mean_ns("detect", "detector_benign_ascii"),
+        common::mean_ns("detect", "memchr3_scan"),
     ) {
         let bytes = (64 << 10) as f64;
         println!(
@@ -91,8 +77,8 @@ fn main() {
         );
     }
     if let (Some(s), Some(p)) = (
-        mean_ns("check", "sandboxed"),
-        mean_ns("check", "in_process"),
+        common::mean_ns("check", "sandboxed"),
+        common::mean_ns("check", "in_process"),
     ) {
         println!(
             "check per record: sandboxed {:.1} µs vs in-process {:.1} µs; ratio {:.1}x",

@@ -4,8 +4,9 @@
 //!
 //! Run: `cargo bench --bench format` (add `-- --quick` for a fast pass).
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::Criterion;
 use logfence::config::Limits;
@@ -79,26 +80,6 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-/// The mean time criterion measured for `group/name`, in nanoseconds.
-fn mean_ns(group: &str, name: &str) -> Option<f64> {
-    let root = std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("target"))
-                .join("criterion")
-        });
-    let path = root
-        .join(group)
-        .join(name)
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn print_ratios() {
     println!("\n== ratios (measured in this run) ==");
     let pairs = [
@@ -125,7 +106,7 @@ fn print_ratios() {
         ),
     ];
     for (group, a, b, what, target) in pairs {
-        match (mean_ns(group, a), mean_ns(group, b)) {
+        match (common::mean_ns(group, a), common::mean_ns(group, b)) {
             (Some(x), Some(y)) if y > 0.0 => println!(
                 "{what:<28} {x:>10.1} ns vs {y:>10.1} ns  ratio {:.2}x  (target {target})",
                 x / y
@@ -133,7 +114,7 @@ fn print_ratios() {
             _ => println!("{what:<28} (not measured in this run)"),
         }
     }
-    if let Some(x) = mean_ns("refusal", "incident_refused") {
+    if let Some(x) = common::mean_ns("refusal", "incident_refused") {
         println!(
             "{:<28} {:>10.2} µs  (target <= 2 µs)",
             "incident refusal",
