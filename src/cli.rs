@@ -79,6 +79,22 @@ pub struct LineArgs {
     pub line_format: String,
 }
 
+/// How to reach the broker, shared by `consume` and `dlq`.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// The broker, as an AMQP URI (the vhost URL-encoded: `%2f` is `/`); `amqps://` for TLS.
+    #[arg(long, env = "AMQP_URL", default_value = crate::consume::DEFAULT_AMQP_URL, hide_env_values = true)]
+    pub amqp_url: String,
+    /// Read the AMQP URI from this file instead (a mounted secret), so the password is in
+    /// neither the environment nor the process list. Wins over --amqp-url.
+    #[arg(long, env = "LOGFENCE_AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for `amqps://` (a private CA), instead of
+    /// the system's roots.
+    #[arg(long, env = "LOGFENCE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -104,13 +120,8 @@ pub struct ConsumeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub line: LineArgs,
-    /// The broker, as an AMQP URI (the vhost URL-encoded: `%2f` is `/`).
-    #[arg(long, env = "AMQP_URL", default_value = crate::consume::DEFAULT_AMQP_URL, hide_env_values = true)]
-    pub amqp_url: String,
-    /// Read the AMQP URI from this file instead (a mounted secret), so the password is in
-    /// neither the environment nor the process list. Wins over --amqp-url.
-    #[arg(long, env = "LOGFENCE_AMQP_URL_FILE")]
-    pub amqp_url_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// The queue to consume; its dead-letter queue is `<queue>.dead`.
     #[arg(long, env = "LOGFENCE_QUEUE", default_value = crate::consume::DEFAULT_QUEUE)]
     pub queue: String,

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::amqp::connect;
+use crate::amqp::connect::Broker;
 use crate::amqp::consumer::{Config, Consumer, FatalError};
 use crate::amqp::suspects::Suspects;
 use crate::amqp::topology::Topology;
@@ -67,25 +67,7 @@ pub struct Settings {
 impl Settings {
     /// Checks the flags; `Err` is a usage message.
     pub fn from_args(args: &ConsumeArgs) -> Result<Settings, String> {
-        let url = match &args.amqp_url_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("--amqp-url-file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-            None => args.amqp_url.clone(),
-        };
-        if url.starts_with("amqps://") {
-            return Err(format!(
-                "--amqp-url {}: amqps:// (TLS) is not built in yet",
-                connect::redact(&url)
-            ));
-        }
-        if !url.starts_with("amqp://") {
-            return Err(format!(
-                "--amqp-url {}: expected amqp://user:password@host:port/vhost",
-                connect::redact(&url)
-            ));
-        }
+        let broker = Broker::from_args(&args.broker)?;
         if let SinkSpec::Amqp { exchange, .. } = &args.sink {
             if exchange == crate::amqp::topology::DLX {
                 return Err(format!(
@@ -103,7 +85,7 @@ impl Settings {
         };
         Ok(Settings {
             config: Config {
-                url,
+                broker,
                 topology,
                 declare: !args.no_declare,
                 sink: args.sink.clone(),
@@ -325,6 +307,6 @@ mod tests {
         let path = dir.path().join("url");
         std::fs::write(&path, "amqp://u:secret@broker:5672/%2f\n").unwrap();
         let s = settings(&["--amqp-url-file", path.to_str().unwrap()]).unwrap();
-        assert_eq!(s.config.url, "amqp://u:secret@broker:5672/%2f");
+        assert_eq!(s.config.broker.url(), "amqp://u:secret@broker:5672/%2f");
     }
 }

@@ -7,9 +7,13 @@
 //! exponentially and is jittered, so a fleet of sidecars that lost the same broker does not
 //! come back in lock-step and stampede it as it recovers.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
+
+use crate::cli::BrokerArgs;
 use rand::Rng;
 
 /// First wait after a failure.
@@ -70,12 +74,71 @@ impl Backoff {
     }
 }
 
-/// Opens a connection named after us (visible in the management UI and
-/// `rabbitmqctl list_connections`), with no automatic recovery (see the module doc).
-pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(format!("logfence consume (pid {})", std::process::id()).into());
-    Connection::connect(url, props).await
+/// Where the broker is and how to trust it: the URI (which holds the password, so this
+/// type's `Debug` and `Display` show it redacted) and, for `amqps://`, a private CA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Broker {
+    url: String,
+    tls_ca: Option<PathBuf>,
+}
+
+impl Broker {
+    /// Validates `--amqp-url` / `--amqp-url-file` / `--tls-ca`; `Err` is a usage message
+    /// that never holds the password.
+    pub fn from_args(args: &BrokerArgs) -> Result<Broker, String> {
+        let url = match &args.amqp_url_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--amqp-url-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            None => args.amqp_url.clone(),
+        };
+        Broker::new(url, args.tls_ca.clone())
+    }
+
+    pub fn new(url: String, tls_ca: Option<PathBuf>) -> Result<Broker, String> {
+        if url.starts_with("amqps://") {
+            return Err(format!(
+                "--amqp-url {}: amqps:// (TLS) is not built in yet",
+                redact(&url)
+            ));
+        }
+        if !url.starts_with("amqp://") {
+            return Err(format!(
+                "--amqp-url {}: expected amqp://user:password@host:port/vhost",
+                redact(&url)
+            ));
+        }
+        Ok(Broker { url, tls_ca })
+    }
+
+    /// The URI as given, password included: for connecting only, never for logs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens a connection named after us (visible in the management UI and
+    /// `rabbitmqctl list_connections`), with no automatic recovery (see the module doc).
+    pub async fn connect(&self) -> Result<Connection, lapin::Error> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("logfence (pid {})", std::process::id()).into());
+        Connection::connect(&self.url, props).await
+    }
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.url))
+    }
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &redact(&self.url))
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
 }
 
 /// The URI with its password replaced, for logs.

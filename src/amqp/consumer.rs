@@ -24,7 +24,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
 
-use super::connect::{self, Backoff, HEALTHY_SESSION};
+use super::connect::{Backoff, Broker, HEALTHY_SESSION};
 use super::deadletter::{self, DeadLetterError, DeadLetterer, Reason};
 use super::delivery::Facts;
 use super::settle::{self, Fate, Tally};
@@ -52,8 +52,8 @@ const PAUSE_AT_MOST: Duration = Duration::from_secs(1);
 /// Everything the loop needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The AMQP URI (holds the password: never logged as is).
-    pub url: String,
+    /// Where the broker is (holds the password: never logged as is).
+    pub broker: Broker,
     pub topology: Topology,
     /// Declare the topology at every connect (`--no-declare` turns it off).
     pub declare: bool,
@@ -249,12 +249,12 @@ impl Consumer {
     /// One connection, from connect to close.
     async fn session(&mut self) -> Result<(), SessionError> {
         let connection = tokio::select! {
-            c = connect::connect(&self.config.url) => c.map_err(SessionError::Connect)?,
+            c = self.config.broker.connect() => c.map_err(SessionError::Connect)?,
             _ = self.shutdown.wait() => return Ok(()),
         };
         // Listening from the start, so a loss during set-up is not missed.
         let mut events = connection.events_listener();
-        tracing::info!(url = %connect::redact(&self.config.url), "connected");
+        tracing::info!(url = %self.config.broker, "connected");
         // When the connection dies, some of lapin's futures (an ack queued for a dead IO loop)
         // never resolve: the loss itself must end the session, wherever it is waiting. What
         // it abandons is unsettled, and the broker requeues it with the connection.
