@@ -151,7 +151,7 @@ pub struct ConsumeArgs {
     /// The memory cap (bytes; K/M/G, KiB/MiB/GiB suffixes); default: cgroup v2 `memory.max`.
     #[arg(long, env = "LOGFENCE_MEMORY_LIMIT", value_parser = parse_bytes_u64)]
     pub memory_limit: Option<u64>,
-    /// Where /metrics, /healthz and /readyz are served (accepted now; served from issue 5).
+    /// Where /metrics, /healthz and /readyz are served (their own thread; port 0 picks one).
     #[arg(long, env = "LOGFENCE_METRICS_ADDR", default_value = "0.0.0.0:9898")]
     pub metrics_addr: std::net::SocketAddr,
     /// Where the last-words file lives (in-flight fingerprints that survive a kill); without

@@ -20,6 +20,7 @@ use crate::memory::{self, MemoryGate};
 use crate::pipeline::{OutputFormat, Pipeline};
 use crate::shutdown::Shutdown;
 use crate::sink::SinkSpec;
+use crate::telemetry::{self, health::health};
 
 /// Default `--amqp-url` (when `AMQP_URL` is not set either): the local broker, vhost `/`.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -62,6 +63,8 @@ pub struct Settings {
     /// The effective memory cap: `--memory-limit`, else cgroup v2 `memory.max`.
     pub memory_limit: Option<u64>,
     pub state_dir: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             line_format: args.line.line_format.clone(),
             memory_limit,
             state_dir: args.state_dir.clone(),
+            metrics_addr: args.metrics_addr,
         })
     }
 }
@@ -121,6 +125,7 @@ pub fn run(args: &ConsumeArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    serve_telemetry(settings.metrics_addr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("logfence-rt")
@@ -139,9 +144,37 @@ pub fn run(args: &ConsumeArgs) -> u8 {
     status
 }
 
+/// Starts `/metrics`, `/healthz` and `/readyz` on their own thread. An address that cannot
+/// be bound is logged, not fatal: the consumer goes on and the endpoint keeps trying.
+fn serve_telemetry(addr: std::net::SocketAddr) {
+    let handle = match telemetry::install() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics unavailable");
+            return;
+        }
+    };
+    match telemetry::server::spawn(addr, handle) {
+        Ok(bound) => tracing::info!(addr = %bound, "metrics endpoint listening"),
+        Err(e) => tracing::error!(
+            %addr,
+            error = %e,
+            "cannot serve /metrics, /healthz and /readyz; retrying every few seconds"
+        ),
+    }
+}
+
 async fn consume(settings: Settings, pipeline: Pipeline) -> u8 {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            health().set_shutting_down();
+        });
+    }
+    telemetry::metrics().memory_limit(settings.memory_limit);
     let lastwords = match &settings.state_dir {
         None => {
             tracing::info!(
@@ -151,6 +184,7 @@ async fn consume(settings: Settings, pipeline: Pipeline) -> u8 {
         }
         Some(dir) => match LastWords::open(dir) {
             Ok((lw, previous)) => {
+                telemetry::metrics().previous_exit_unclean(previous.is_some());
                 if let Some(previous) = previous {
                     let in_flight: Vec<String> = previous
                         .fingerprints

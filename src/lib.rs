@@ -23,6 +23,8 @@
 //! - [`sink`]: stdout, file and amqp sinks; `write` returns once the lines are durable.
 //! - [`memory`]: the memory cap, prefetch sized from it, and the pause/resume gate.
 //! - [`lastwords`]: the in-flight fingerprints, in a mapped file that survives SIGKILL.
+//! - [`dlq`]: `dlq list` and `dlq replay`: the dead-letter queue read in order, and moved back.
+//! - [`telemetry`]: the metrics of SPEC §5 and `/metrics`, `/healthz`, `/readyz` on a thread of their own.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
@@ -46,3 +48,4 @@ pub mod sandbox;
 pub mod shutdown;
 pub mod sink;
 pub mod value;
+pub mod telemetry;

@@ -194,6 +194,7 @@ impl MemoryGate {
                             );
                         }
                         *paused = next;
+                        crate::telemetry::metrics().paused(next);
                         true
                     } else {
                         false

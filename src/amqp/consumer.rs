@@ -38,6 +38,9 @@ use crate::pipeline::{Outcome, OutputFormat, Pipeline, Verdict};
 use crate::sandbox::Run;
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError, SinkSpec};
+use crate::telemetry::health::health;
+use crate::telemetry::metrics;
+use crate::telemetry::names::{MessageOutcome, SandboxResult};
 
 /// How long closing a channel or connection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,9 +218,13 @@ impl Consumer {
     /// (a lost broker, a failing sink) is retried after a jittered backoff.
     pub async fn run(&mut self) -> Result<(), FatalError> {
         let mut backoff = Backoff::default();
+        let mut first = true;
         loop {
             if self.shutdown.is_triggered() {
                 return Ok(());
+            }
+            if !std::mem::take(&mut first) {
+                metrics().reconnect_attempt();
             }
             let started = Instant::now();
             match self.session().await {
@@ -255,6 +262,7 @@ impl Consumer {
         // Listening from the start, so a loss during set-up is not missed.
         let mut events = connection.events_listener();
         tracing::info!(url = %self.config.broker, "connected");
+        health().set_connected(true);
         // When the connection dies, some of lapin's futures (an ack queued for a dead IO loop)
         // never resolve: the loss itself must end the session, wherever it is waiting. What
         // it abandons is unsettled, and the broker requeues it with the connection.
@@ -275,6 +283,7 @@ impl Consumer {
             r = self.consume_on(&connection) => r,
             error = lost => Err(SessionError::Broker(error)),
         };
+        health().set_connected(false);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
         result
     }
@@ -304,6 +313,7 @@ impl Consumer {
             prefetch = self.config.prefetch,
             "consuming"
         );
+        health().set_consuming(true);
         let result = self.consume_loop(&mut deliveries, &mut sink, &dead).await;
         let result = match result {
             Ok(()) => {
@@ -367,6 +377,7 @@ impl Consumer {
             }
             if let Some(e) = ended {
                 // The channel is gone: this batch cannot be settled; the broker requeues it.
+                metrics().messages(MessageOutcome::Requeued, batch.len() as u64);
                 return Err(e);
             }
             self.finish_bounded(batch, sink, dead).await?;
@@ -401,6 +412,17 @@ impl Consumer {
         Ok(())
     }
 
+    /// Adds a batch's settlements to the tally and to `logfence_messages_total`. What could
+    /// not be settled (the channel was gone) goes back to the queue all the same: requeued.
+    fn count(&mut self, tally: Tally) {
+        self.tally.add(tally);
+        let m = metrics();
+        m.messages(MessageOutcome::Formatted, tally.formatted);
+        m.messages(MessageOutcome::Fallback, tally.fallback);
+        m.messages(MessageOutcome::DeadLettered, tally.dead_lettered);
+        m.messages(MessageOutcome::Requeued, tally.requeued + tally.unsettled);
+    }
+
     /// Decides one delivery; renders it here unless it is a suspect.
     fn plan(&self, delivery: Delivery) -> Entry {
         let Delivery {
@@ -415,7 +437,11 @@ impl Consumer {
             .lastwords
             .as_ref()
             .map(|lw| lw.record(&facts.fingerprint, facts.number));
+        if facts.suspect {
+            metrics().redelivery();
+        }
         let plan = if facts.number >= self.config.max_deliveries {
+            metrics().finding(Rule::DeliveryLimit);
             Plan::Decided {
                 line: None,
                 copy: Some(Reason {
@@ -462,7 +488,7 @@ impl Consumer {
         };
         match finished {
             Some((tally, result)) => {
-                self.tally.add(tally);
+                self.count(tally);
                 result
             }
             None => {
@@ -472,7 +498,7 @@ impl Consumer {
                 let released =
                     settle::settle_batch(ackers.into_iter().map(|a| (a, Fate::Released)).collect())
                         .await;
-                self.tally.add(released);
+                self.count(released);
                 tracing::warn!(
                     in_batch = n,
                     released = released.requeued,
@@ -486,6 +512,7 @@ impl Consumer {
 
 /// What the pipeline's outcome means for the sink and the DLQ.
 fn decide(outcome: Outcome, on_reject: OnReject) -> Plan {
+    metrics().rendered(&outcome);
     let reason_of = |o: &Outcome, fallback: Rule| {
         o.findings
             .iter()
@@ -540,7 +567,13 @@ fn decide_sandboxed(
     pipeline: &Pipeline,
     config: &Config,
 ) -> Result<Plan, io::Error> {
-    Ok(match run? {
+    let run = run?;
+    metrics().sandbox_run(match &run {
+        Run::Finished(_) => SandboxResult::Ok,
+        Run::Crashed(_) => SandboxResult::Crashed,
+        Run::TimedOut(_) => SandboxResult::Timeout,
+    });
+    Ok(match run {
         Run::Finished(outcome) => match (config.output, outcome.verdict) {
             // The worker writes text lines; it proved the record harmless, so a JSON line
             // is rendered here.
@@ -549,22 +582,28 @@ fn decide_sandboxed(
             }
             _ => decide(outcome, config.on_reject),
         },
-        Run::Crashed(detail) => Plan::Decided {
-            line: None,
-            copy: Some(Reason {
-                rule: Rule::Crash,
-                detail,
-            }),
-            rejected: false,
-        },
-        Run::TimedOut(after) => Plan::Decided {
-            line: None,
-            copy: Some(Reason {
-                rule: Rule::Timeout,
-                detail: format!("no outcome within {} ms", after.as_millis()),
-            }),
-            rejected: false,
-        },
+        Run::Crashed(detail) => {
+            metrics().finding(Rule::Crash);
+            Plan::Decided {
+                line: None,
+                copy: Some(Reason {
+                    rule: Rule::Crash,
+                    detail,
+                }),
+                rejected: false,
+            }
+        }
+        Run::TimedOut(after) => {
+            metrics().finding(Rule::Timeout);
+            Plan::Decided {
+                line: None,
+                copy: Some(Reason {
+                    rule: Rule::Timeout,
+                    detail: format!("no outcome within {} ms", after.as_millis()),
+                }),
+                rejected: false,
+            }
+        }
     })
 }
 

@@ -23,12 +23,12 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// The consumer as a child process, its stderr in a file (printed when a test fails).
-struct ConsumerProcess {
-    child: Child,
+pub(crate) struct ConsumerProcess {
+    pub(crate) child: Child,
     stderr_path: PathBuf,
 }
 
-fn spawn_consumer(
+pub(crate) fn spawn_consumer(
     queue: &str,
     sink: &Path,
     state_dir: &Path,
@@ -50,6 +50,8 @@ fn spawn_consumer(
         .arg(state_dir)
         .args(extra)
         .env("AMQP_URL", url())
+        // Any free port, so consumers run side by side (a flag in `extra` wins over it).
+        .env("LOGFENCE_METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .env_remove("FAILPOINTS")
         .stdin(Stdio::null())
@@ -63,17 +65,17 @@ fn spawn_consumer(
 }
 
 impl ConsumerProcess {
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     }
 
     /// Waits for the exit, at most `limit`.
-    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
         let until = Instant::now() + limit;
         while Instant::now() < until {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -95,7 +97,7 @@ impl Drop for ConsumerProcess {
 }
 
 /// A benign record carrying a unique token, in one of the three styles.
-fn benign(i: usize) -> Vec<u8> {
+pub(crate) fn benign(i: usize) -> Vec<u8> {
     let token = format!("tok-{i:06}");
     let body = match i % 3 {
         0 => {

@@ -34,6 +34,7 @@ impl ConsumerProcess {
             .arg(format!("file:{}", sink.display()))
             .args(extra)
             .env("AMQP_URL", url())
+            .env("LOGFENCE_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env_remove("FAILPOINTS")
             .env_remove("LOGFENCE_MEMORY_LIMIT")

@@ -6,3 +6,4 @@ mod differential;
 mod fixtures;
 mod isolation;
 mod properties;
+mod metrics;
