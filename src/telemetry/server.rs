@@ -31,8 +31,10 @@ const MAX_CONNECTIONS: usize = 32;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection, however slow, lives longer than this.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// How often histograms are drained and the recorder's upkeep runs.
-const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+/// How often histograms are drained and the recorder's upkeep runs. Samples wait in a
+/// lock-free buffer until then (8 bytes each): at 100,000 messages a second, a one-second
+/// period bounds that buffer to under 2 MB for both histograms.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
 /// How long between attempts to bind a taken address.
 const REBIND_PERIOD: Duration = Duration::from_secs(5);
 
