@@ -2,6 +2,7 @@ mod broker;
 mod check_cli;
 mod consume;
 mod consume_memory;
+mod deploy;
 mod differential;
 mod fixtures;
 mod isolation;
