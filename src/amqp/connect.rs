@@ -16,8 +16,10 @@ use lapin::{Connection, ConnectionProperties};
 use crate::cli::BrokerArgs;
 use rand::Rng;
 
-/// First wait after a failure.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// First wait after a failure. With equal jitter the third attempt comes at least 3 × this
+/// after the first, so at 500 ms no client tries more than twice in any second: a fleet of
+/// N sidecars that lost the same broker sends it at most 2N connections a second.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest wait between attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that lasted this long was healthy: the next failure starts from the base again.

@@ -227,6 +227,7 @@ impl Consumer {
                 metrics().reconnect_attempt();
             }
             let started = Instant::now();
+            let settled_before = self.tally.settled() + self.tally.unsettled;
             match self.session().await {
                 Ok(()) => return Ok(()),
                 Err(SessionError::Fatal(e)) => return Err(e),
@@ -237,7 +238,11 @@ impl Consumer {
             if self.shutdown.is_triggered() {
                 return Ok(());
             }
-            if started.elapsed() >= HEALTHY_SESSION {
+            // A session that consumed was a working one: what ended it (a cut connection, a
+            // broker restart) is a new failure, not the next of a series. Only sessions that
+            // never got to work (refused, unreachable, a flapping broker) make the wait grow.
+            let progressed = self.tally.settled() + self.tally.unsettled > settled_before;
+            if progressed || started.elapsed() >= HEALTHY_SESSION {
                 backoff.reset();
             }
             let delay = backoff.next_delay();

@@ -6,5 +6,7 @@ mod deploy;
 mod differential;
 mod fixtures;
 mod isolation;
+mod fuzz_regressions;
+mod incidents;
 mod properties;
 mod metrics;

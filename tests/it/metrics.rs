@@ -17,7 +17,7 @@ use super::consume::{benign, spawn_consumer, ConsumerProcess};
 use logfence::telemetry::names;
 
 /// The address the consumer logged once its endpoint was bound (it runs on port 0).
-fn metrics_addr(consumer: &ConsumerProcess) -> SocketAddr {
+pub(crate) fn metrics_addr(consumer: &ConsumerProcess) -> SocketAddr {
     let mut addr = None;
     let found = wait_until(Duration::from_secs(20), || {
         addr = consumer
@@ -55,14 +55,14 @@ fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<(u16, S
     Ok((status, body.to_string()))
 }
 
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics", Duration::from_secs(10)).expect("GET /metrics");
     assert_eq!(status, 200);
     body
 }
 
 /// Series (name with labels) -> value.
-fn samples(exposition: &str) -> BTreeMap<String, f64> {
+pub(crate) fn samples(exposition: &str) -> BTreeMap<String, f64> {
     exposition
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

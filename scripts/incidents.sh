@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The reliability scenarios of issue 7 (tests/it/incidents/), run one at a time on a release
+# build against the local broker, then one table of figures against goals.
+#
+#   scripts/incidents.sh              # every scenario
+#   scripts/incidents.sh soak         # those whose test name contains "soak"
+#
+# Exits non-zero when a goal is missed or a scenario fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/broker.sh >/dev/null
+filter="incidents::${1:-}"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo test --release --all-features --test it -- --ignored --test-threads 1 --nocapture "$filter" 2>&1 | tee "$out" | grep -E '^(test |FIGURE)' >&2
+status=${PIPESTATUS[0]}
+echo
+printf '%-16s | %-34s | %-22s | %-14s | %s\n' scenario figure value goal met
+printf '%s\n' "-----------------+------------------------------------+------------------------+----------------+----"
+grep '^FIGURE|' "$out" | while IFS='|' read -r _ scenario name value goal met; do
+  printf '%-16s | %-34s | %-22s | %-14s | %s\n' "$scenario" "$name" "$value" "$goal" "$met"
+done
+if grep -q '^FIGURE|.*|NO$' "$out" || [ "$status" -ne 0 ]; then
+  echo "incidents: a goal was missed or a scenario failed (exit $status)" >&2
+  exit 1
+fi
