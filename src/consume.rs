@@ -322,7 +322,13 @@ mod tests {
     #[test]
     fn consume_refuses_bad_urls_queues_and_sinks_before_connecting() {
         assert!(settings(&["--amqp-url", "http://x"]).is_err());
-        assert!(settings(&["--amqp-url", "amqps://u:p@h/%2f"]).is_err());
+        assert!(settings(&[
+            "--amqp-url",
+            "amqps://u:p@h/%2f",
+            "--tls-ca",
+            "/nonexistent.pem"
+        ])
+        .is_err());
         assert!(settings(&["--amqp-url", DEFAULT_AMQP_URL, "--queue", ""]).is_err());
         assert!(settings(&[
             "--amqp-url",

@@ -1,6 +1,7 @@
 //! The consumer side of RabbitMQ (SPEC §4): everything that touches the broker.
 //!
 //! - [`connect`]: one connection, and the jittered backoff between attempts.
+//! - [`tls`]: `amqps://`: the `--tls-ca` file checked at start-up, handshake failures explained.
 //! - [`topology`]: the queue, `logfence.dlx` and `<queue>.dead`, declared idempotently.
 //! - [`delivery`]: what a delivery says about itself: fingerprint, delivery number, suspicion.
 //! - [`suspects`]: the long-lived sandbox thread that renders suspects one after another.
@@ -16,6 +17,7 @@ pub mod deadletter;
 pub mod delivery;
 pub mod settle;
 pub mod suspects;
+pub mod tls;
 pub mod topology;
 
 pub use topology::QueueType;

@@ -10,3 +10,4 @@ mod fuzz_regressions;
 mod incidents;
 mod properties;
 mod metrics;
+mod tls;
