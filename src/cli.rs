@@ -89,8 +89,8 @@ pub struct BrokerArgs {
     /// neither the environment nor the process list. Wins over --amqp-url.
     #[arg(long, env = "LOGFENCE_AMQP_URL_FILE")]
     pub amqp_url_file: Option<PathBuf>,
-    /// A PEM file of CA certificates to trust for `amqps://` (a private CA), instead of
-    /// the system's roots.
+    /// A PEM file of CA certificates to trust for `amqps://` (a private CA), besides the
+    /// built-in public roots (Mozilla's). Read and checked at start-up; only with `amqps://`.
     #[arg(long, env = "LOGFENCE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 }
