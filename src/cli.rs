@@ -22,6 +22,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Consume log records from a RabbitMQ queue and write one safe line per record.
     Consume(Box<ConsumeArgs>),
+    /// Inspect the dead-letter queue, or move its messages back, losing and reordering none.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Internal: the sandbox worker `check` and `consume` re-execute; reads records on stdin.
     #[command(hide = true, name = "__sandbox-worker")]
     SandboxWorker(SandboxWorkerArgs),
@@ -167,6 +170,52 @@ pub struct ConsumeArgs {
     /// The format of logfence's own log lines on stderr.
     #[arg(long, env = "LOGFENCE_LOG_FORMAT", value_enum, default_value_t = crate::consume::LogFormat::Text)]
     pub log_format: crate::consume::LogFormat,
+}
+
+/// `logfence dlq` (SPEC §6).
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List every dead-lettered message (rule, detail, deliveries, fingerprint, size, time)
+    /// and leave the queue exactly as found, order included.
+    List(DlqListArgs),
+    /// Move dead-lettered messages back to the work queue, each confirmed there before it
+    /// leaves the dead-letter queue.
+    Replay(Box<DlqReplayArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// The dead-letter queue to list.
+    #[arg(long, default_value = crate::dlq::DEFAULT_DLQ)]
+    pub queue: String,
+    /// One JSON object per message, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// The dead-letter queue to replay from.
+    #[arg(long, default_value = crate::dlq::DEFAULT_DLQ)]
+    pub queue: String,
+    /// The queue to move messages to (default: --queue without its `.dead` suffix).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Run each message through the sandboxed `check` first (with the limit flags given
+    /// here); only those whose verdict is now `ok` move, the rest stay, in their order.
+    #[arg(long)]
+    pub check: bool,
+    /// Replay at most this many messages, from the head of the queue.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub line: LineArgs,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod consume;
 pub mod detect;
+pub mod dlq;
 pub mod faults;
 pub mod finding;
 pub mod format;

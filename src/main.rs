@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use logfence::cli::{Cli, Command};
-use logfence::{check, consume, faults, pipeline::Pipeline, sandbox};
+use logfence::{check, consume, dlq, faults, pipeline::Pipeline, sandbox};
 
 fn main() -> ExitCode {
     faults::setup();
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             ExitCode::from(status as u8)
         }
         Command::Consume(args) => ExitCode::from(consume::run(&args)),
+        Command::Dlq(command) => ExitCode::from(dlq::run(&command)),
         Command::SandboxWorker(args) => {
             let pipeline = match Pipeline::new(args.limits.limits(), &args.line.line_format) {
                 Ok(p) => p,

@@ -3,7 +3,8 @@
 //!
 //! The copy keeps the body byte for byte and every property (headers included) and gains
 //! `x-logfence-rule`, `x-logfence-detail`, `x-logfence-deliveries` (a long-long integer) and
-//! `x-logfence-fingerprint`. It is published `mandatory` on a channel of its own in confirm
+//! `x-logfence-fingerprint` and `x-logfence-dead-lettered-at` (an AMQP timestamp, read by
+//! `dlq list`). It is published `mandatory` on a channel of its own in confirm
 //! mode, so an unroutable copy (no `<queue>.dead` bound) comes back as a failure instead of
 //! vanishing. A crash between the confirm and the ack yields a duplicate in the DLQ, never
 //! a loss.
@@ -20,6 +21,8 @@ pub const RULE_HEADER: &str = "x-logfence-rule";
 pub const DETAIL_HEADER: &str = "x-logfence-detail";
 pub const DELIVERIES_HEADER: &str = "x-logfence-deliveries";
 pub const FINGERPRINT_HEADER: &str = "x-logfence-fingerprint";
+/// When the copy was made: an AMQP timestamp (seconds since the epoch, UTC).
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-logfence-dead-lettered-at";
 
 /// Why a message goes to the dead-letter queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +116,8 @@ impl DeadLetterer {
     }
 }
 
-/// The copy's properties: the original's, with the `x-logfence-*` headers added.
+/// The copy's properties: the original's, with the `x-logfence-*` headers added, stamped
+/// with the current time.
 pub fn marked_properties(
     original: &BasicProperties,
     reason: &Reason,
@@ -136,6 +140,10 @@ pub fn marked_properties(
         FINGERPRINT_HEADER.into(),
         AMQPValue::LongString(LongString::from(facts.fingerprint.as_str())),
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    headers.insert(DEAD_LETTERED_AT_HEADER.into(), AMQPValue::Timestamp(now));
     original.clone().with_headers(headers)
 }
 
@@ -162,7 +170,15 @@ mod tests {
             rule: Rule::Crash,
             detail: "killed by signal 6 (SIGABRT)".into(),
         };
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let marked = marked_properties(&original, &reason, &facts);
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert_eq!(marked.content_type(), original.content_type());
         assert_eq!(marked.delivery_mode(), &Some(2));
         let h = marked.headers().clone().unwrap_or_default();
@@ -181,5 +197,9 @@ mod tests {
             get(DETAIL_HEADER),
             Some(AMQPValue::LongString("killed by signal 6 (SIGABRT)".into()))
         );
+        match get(DEAD_LETTERED_AT_HEADER) {
+            Some(AMQPValue::Timestamp(t)) => assert!((before..=after).contains(&t), "{t}"),
+            other => panic!("no dead-lettering time: {other:?}"),
+        }
     }
 }

@@ -4,6 +4,7 @@ mod consume;
 mod consume_memory;
 mod deploy;
 mod differential;
+mod dlq;
 mod fixtures;
 mod isolation;
 mod fuzz_regressions;
