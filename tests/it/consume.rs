@@ -917,3 +917,56 @@ fn consume_json_output_with_fallback_only_writes_every_line_and_dead_letters_not
     );
     assert_eq!(rabbit.ready(&queue.name), 0);
 }
+
+/// Quorum queues settle acks asynchronously: acks sent just before a channel closes can be
+/// lost (seen on RabbitMQ 3.10 by `dlq`), and the broker would then deliver those messages
+/// again. A clean SIGTERM must leave every record either written once or back in the queue,
+/// never both.
+#[test]
+fn consume_sigterm_on_a_quorum_queue_loses_no_ack() {
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    for round in 0..3 {
+        let queue = TestQueue::new(&rabbit, "sigterm-quorum", QueueType::Quorum);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sink = tmp.path().join("out.log");
+        let n = 20_000;
+        rabbit.publish(&queue.name, &(0..n).map(benign).collect::<Vec<_>>());
+        let mut consumer = spawn_consumer(
+            &queue.name,
+            &sink,
+            tmp.path(),
+            &["--prefetch", "500"],
+            &[],
+            tmp.path().join("stderr.log"),
+        );
+        assert!(
+            wait_until(Duration::from_secs(30), || sink_lines(&sink).len() >= 2_000),
+            "nothing written; stderr:\n{}",
+            consumer.stderr()
+        );
+        consumer.terminate();
+        let status = consumer.wait_for(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{}", consumer.stderr());
+        let lines = sink_lines(&sink);
+        let left: Vec<String> = rabbit
+            .take_all(&queue.name)
+            .iter()
+            .map(|(body, _)| token_of(&String::from_utf8_lossy(body)).expect("a token"))
+            .collect();
+        let mut tokens: Vec<String> = lines.iter().filter_map(|l| token_of(l)).collect();
+        let written = tokens.len();
+        tokens.extend(left.iter().cloned());
+        let total = tokens.len();
+        tokens.sort();
+        tokens.dedup();
+        eprintln!(
+            "round {round}: {written} written, {} left, {} distinct",
+            left.len(),
+            tokens.len()
+        );
+        assert_eq!(tokens.len(), n, "nothing lost");
+        assert_eq!(total, n, "acked records came back: {} extra", total - n);
+    }
+}
