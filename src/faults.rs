@@ -9,6 +9,9 @@
 //! - `render-abort`: aborts the process (SIGABRT), as an infallible allocation failure would.
 //! - `render-alloc`: allocates without bound (dies under the sandbox's address-space limit).
 //! - `render-loop`: spins forever (the sandbox's timeout ends it).
+//!
+//! Elsewhere: `dlq-hold` (src/dlq/hold.rs) pauses `dlq list` after each message it holds, so a
+//! test can interrupt a listing midway.
 
 /// Every failpoint name, for tests and docs.
 pub const FAILPOINTS: [&str; 4] = [
