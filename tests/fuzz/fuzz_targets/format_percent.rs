@@ -1,0 +1,4 @@
+//! The `format_percent` target: see `logfence_fuzz::format_percent` for what it feeds and asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logfence_fuzz::format_percent(data));

@@ -1,0 +1,4 @@
+//! The `record` target: see `logfence_fuzz::record` for what it feeds and asserts.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logfence_fuzz::record(data));
