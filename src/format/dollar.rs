@@ -164,14 +164,16 @@ fn substitute(msg: &str, args: Args<'_>, out: &mut dyn Out) -> Result<(), Reject
 }
 
 /// The check pass: field count, output size (every placeholder measured, even past an
-/// error), and the first CPython error.
+/// error, until the size is over `max_output_bytes`: from there `output-too-large` wins
+/// over any CPython error, and measuring `str()` of another 4,300-digit int would only cost
+/// memory), and the first CPython error.
 struct Check {
     fields: usize,
     size: Counter,
     first_error: Option<Reject>,
 }
 
-fn check(msg: &str, args: Args<'_>) -> Check {
+fn check(msg: &str, args: Args<'_>, max_output_bytes: usize) -> Check {
     let mut c = Check {
         fields: 0,
         size: Counter::new(usize::MAX),
@@ -181,6 +183,10 @@ fn check(msg: &str, args: Args<'_>) -> Check {
         let _ = c.size.push_str(lit);
         let r = match token {
             Token::Escaped => c.size.push_char('$'),
+            Token::Named(_) if c.size.len() > max_output_bytes => {
+                c.fields += 1;
+                Ok(())
+            }
             Token::Named(name) => {
                 c.fields += 1;
                 lookup(args, name)
@@ -209,7 +215,7 @@ fn measure_str(v: &Value, size: &mut Counter) -> Result<(), Reject> {
 }
 
 pub fn render(msg: &str, args: Args<'_>, limits: &Limits) -> Result<String, Reject> {
-    let c = check(msg, args);
+    let c = check(msg, args, limits.max_output_bytes);
     super::check_field_count(c.fields, limits)?;
     let size = c.size.len();
     if size > limits.max_output_bytes {
@@ -303,6 +309,27 @@ mod tests {
         assert_eq!(
             render("no fields $$", Args::Scalar(&five), &l),
             Ok("no fields $".into())
+        );
+    }
+
+    /// Fuzz finding `fixtures/fuzz/format_dollar-1.bin`: every placeholder past the output
+    /// limit was still measured, converting a big int to decimal each time (150 × a
+    /// 2,740-digit int: 6.9 MB; 256 × 4,300 digits: 17.9 MB, over `--alloc-budget`).
+    #[test]
+    fn dollar_stops_measuring_once_the_output_is_over_the_limit() {
+        let big: num_bigint::BigInt = "9".repeat(4300).parse().unwrap_or_default();
+        let big = Value::Int(Int::from_bigint(big));
+        let m = map(&[("a", big)]);
+        let msg = "$a".repeat(256);
+        let (r, allocated) =
+            crate::alloc::measure(|| render(&msg, Args::Mapping(&m), &Limits::default()));
+        assert!(matches!(r, Err(Reject::OutputTooLarge { .. })), "{r:?}");
+        assert!(allocated < 4 << 20, "allocated {allocated}");
+        // The field count still sees every placeholder.
+        let r = render(&"$a".repeat(257), Args::Mapping(&m), &Limits::default());
+        assert!(
+            matches!(r, Err(Reject::TooManyFields { count: 257, .. })),
+            "{r:?}"
         );
     }
 

@@ -153,6 +153,11 @@ impl<'a> Walk<'a> {
             self.check_limits(raw, f.start)?;
         }
         let Some(obj) = obj else { return Ok(()) };
+        if self.check && out.len() > self.limits.max_output_bytes {
+            // Over the limit already: `output-too-large` wins over anything this field could
+            // raise, and measuring `str()` of another 4,300-digit int would only cost memory.
+            return Ok(());
+        }
         let r = fmt::format_obj(obj, text, raw, self.limits.max_output_bytes, out);
         self.settle(r.map_err(|e| e.at(f.start)))
     }

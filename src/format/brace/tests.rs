@@ -247,3 +247,18 @@ fn brace_template_memory_is_bounded_by_the_field_limit() {
     let t = parse(&deep, 256);
     assert!(t.field_count() >= 50_000);
 }
+
+/// The `{}` twin of the fuzz finding `fixtures/fuzz/format_dollar-1.bin`: the check pass
+/// measured every field past the output limit, converting a big int each time (256 × a
+/// 4,300-digit int: 17.9 MB, over `--alloc-budget`). A width past the limit still wins.
+#[test]
+fn check_pass_stops_measuring_once_the_output_is_over_the_limit() {
+    let big: num_bigint::BigInt = "9".repeat(4300).parse().unwrap_or_default();
+    let args = [Value::Int(Int::from_bigint(big))];
+    let msg = "{0}".repeat(256);
+    let (r, allocated) =
+        crate::alloc::measure(|| render(&msg, Args::Tuple(&args), &Limits::default()));
+    assert!(matches!(r, Err(Reject::OutputTooLarge { .. })), "{r:?}");
+    assert!(allocated < 4 << 20, "allocated {allocated}");
+    assert_eq!(rule(&format!("{msg}{{0:5000}}"), &args), "width-too-large");
+}
