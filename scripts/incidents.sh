@@ -9,18 +9,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/broker.sh >/dev/null
-filter="incidents::${1:-}"
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-cargo test --release --all-features --test it -- --ignored --test-threads 1 --nocapture "$filter" 2>&1 | tee "$out" | grep -E '^(test |FIGURE)' >&2
+filter="${1:-incidents::}"  # only ignored tests run: the scenarios
+mkdir -p target
+out=target/incidents.log
+cargo test --release --all-features --test it -- --ignored --test-threads 1 --nocapture "$filter" 2>&1 | tee "$out" | grep -E '^test |FIGURE\|' >&2
 status=${PIPESTATUS[0]}
 echo
 printf '%-16s | %-34s | %-22s | %-14s | %s\n' scenario figure value goal met
 printf '%s\n' "-----------------+------------------------------------+------------------------+----------------+----"
-grep '^FIGURE|' "$out" | while IFS='|' read -r _ scenario name value goal met; do
+grep -o 'FIGURE|.*' "$out" | while IFS='|' read -r _ scenario name value goal met; do
   printf '%-16s | %-34s | %-22s | %-14s | %s\n' "$scenario" "$name" "$value" "$goal" "$met"
 done
-if grep -q '^FIGURE|.*|NO$' "$out" || [ "$status" -ne 0 ]; then
-  echo "incidents: a goal was missed or a scenario failed (exit $status)" >&2
+if grep -q 'FIGURE|.*|NO$' "$out" || [ "$status" -ne 0 ]; then
+  grep -A12 -E "panicked at|^---- " "$out" | head -80 >&2
+  echo "incidents: a goal was missed or a scenario failed (exit $status); full output: $out" >&2
   exit 1
 fi

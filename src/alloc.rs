@@ -80,3 +80,17 @@ mod tests {
         );
     }
 }
+
+/// Caps glibc's own malloc at one arena. Rust's allocations go to jemalloc, but glibc still
+/// serves its own (thread start-up, name resolution) and by default reserves a 64 MiB arena
+/// per thread that touches it: six threads meant 384 MiB of address space for a few KiB of
+/// use, enough to fail under an address-space limit (`ulimit -v`, `prlimit --as`) that the
+/// memory actually used is far below. Call first thing in `main`, before any thread starts.
+pub fn cap_libc_arenas() {
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; called before any other
+    // thread exists, it races with nothing. Its result (1 on success) is informational.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}

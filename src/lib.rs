@@ -48,5 +48,5 @@ pub mod record;
 pub mod sandbox;
 pub mod shutdown;
 pub mod sink;
-pub mod value;
 pub mod telemetry;
+pub mod value;

@@ -8,6 +8,7 @@ use logfence::cli::{Cli, Command};
 use logfence::{check, consume, dlq, faults, pipeline::Pipeline, sandbox};
 
 fn main() -> ExitCode {
+    logfence::alloc::cap_libc_arenas();
     faults::setup();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
