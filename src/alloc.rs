@@ -50,6 +50,20 @@ pub fn process_resident() -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// Caps glibc's own malloc at one arena. Rust's allocations go to jemalloc, but glibc still
+/// serves its own (thread start-up, name resolution) and by default reserves a 64 MiB arena
+/// per thread that touches it: six threads meant 384 MiB of address space for a few KiB of
+/// use, enough to fail under an address-space limit (`ulimit -v`, `prlimit --as`) that the
+/// memory actually used is far below. Call first thing in `main`, before any thread starts.
+pub fn cap_libc_arenas() {
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; called before any other
+    // thread exists, it races with nothing. Its result (1 on success) is informational.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,19 +92,5 @@ mod tests {
             bytes < 64 << 10,
             "another thread's MiB was charged here: {bytes}"
         );
-    }
-}
-
-/// Caps glibc's own malloc at one arena. Rust's allocations go to jemalloc, but glibc still
-/// serves its own (thread start-up, name resolution) and by default reserves a 64 MiB arena
-/// per thread that touches it: six threads meant 384 MiB of address space for a few KiB of
-/// use, enough to fail under an address-space limit (`ulimit -v`, `prlimit --as`) that the
-/// memory actually used is far below. Call first thing in `main`, before any thread starts.
-pub fn cap_libc_arenas() {
-    // SAFETY: mallopt only sets a tunable of glibc's allocator; called before any other
-    // thread exists, it races with nothing. Its result (1 on success) is informational.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
