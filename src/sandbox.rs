@@ -46,6 +46,14 @@ pub struct SandboxConfig {
     pub timeout: Duration,
 }
 
+/// `wanted`, lowered to the calling process's hard limit of `resource` when that is lower.
+fn within_hard_limit(resource: Resource, wanted: u64) -> u64 {
+    match rustix::process::getrlimit(resource).maximum {
+        Some(hard) => wanted.min(hard),
+        None => wanted,
+    }
+}
+
 /// What one sandboxed run came to.
 #[derive(Debug)]
 pub enum Run {
@@ -148,8 +156,13 @@ impl Sandbox {
     }
 
     fn spawn(&mut self) -> io::Result<Worker> {
-        let address_space = self.config.address_space;
-        let cpu_seconds = WORKER_BUSY_BUDGET.as_secs().saturating_mul(2).max(2);
+        // Never above what this process may have itself: raising a hard limit is refused
+        // (EPERM), and under a pod-like `ulimit -v` the worker would not start at all.
+        let address_space = within_hard_limit(Resource::As, self.config.address_space);
+        let cpu_seconds = within_hard_limit(
+            Resource::Cpu,
+            WORKER_BUSY_BUDGET.as_secs().saturating_mul(2).max(2),
+        );
         let mut cmd = Command::new(&self.config.exe);
         cmd.arg("__sandbox-worker")
             .args(&self.config.worker_args)

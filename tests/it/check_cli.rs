@@ -294,3 +294,29 @@ fn check_times_out_a_record_that_never_finishes() {
     assert_only_the_poison_crashed(&reports, "timeout", "500ms");
     assert_eq!(code, Some(2));
 }
+
+/// Under a pod-like address-space limit (`ulimit -v`, here `prlimit --as` 256 MiB, hard and
+/// soft) the sandbox still starts: its own limit is lowered to what the parent may have
+/// (raising a hard limit is refused), and glibc's per-thread arenas no longer reserve
+/// hundreds of MiB. A rejected record is rejected, not a sandbox failure.
+#[test]
+fn check_sandbox_works_under_an_address_space_limit() {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--as=268435456")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_logfence"))
+        .args(["check", "--json"])
+        .arg(repo("fixtures/poison/percent-width-2400000000.json"))
+        .arg(repo("fixtures/realistic"));
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let reports = reports(&out);
+    assert!(reports.len() > 1);
+    assert_eq!(reports[0]["verdict"], "rejected", "{:?}", reports[0]);
+    assert!(rules(&reports[0]).contains(&"width-too-large".to_string()));
+    assert!(
+        reports[1..].iter().all(|r| r["verdict"] == "ok"),
+        "{reports:?}"
+    );
+}
