@@ -378,7 +378,7 @@ fn incident_the_crash_loop_is_one_death_then_the_dlq() {
         s,
         "distinct benign lines",
         counts.len(),
-        "40000",
+        "200000",
         counts.len() == n,
     );
     figure(
