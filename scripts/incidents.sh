@@ -15,10 +15,10 @@ out=target/incidents.log
 cargo test --release --all-features --test it -- --ignored --test-threads 1 --nocapture "$filter" 2>&1 | tee "$out" | grep -E '^test |FIGURE\|' >&2
 status=${PIPESTATUS[0]}
 echo
-printf '%-16s | %-34s | %-22s | %-14s | %s\n' scenario figure value goal met
-printf '%s\n' "-----------------+------------------------------------+------------------------+----------------+----"
+printf '%-19s | %-34s | %-30s | %-18s | %s\n' scenario figure value goal met
+printf '%s\n' "--------------------+------------------------------------+--------------------------------+--------------------+----"
 grep -o 'FIGURE|.*' "$out" | while IFS='|' read -r _ scenario name value goal met; do
-  printf '%-16s | %-34s | %-22s | %-14s | %s\n' "$scenario" "$name" "$value" "$goal" "$met"
+  printf '%-19s | %-34s | %-30s | %-18s | %s\n' "$scenario" "$name" "$value" "$goal" "$met"
 done
 if grep -q 'FIGURE|.*|NO$' "$out" || [ "$status" -ne 0 ]; then
   grep -A12 -E "panicked at|^---- " "$out" | head -80 >&2
