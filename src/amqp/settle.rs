@@ -115,8 +115,9 @@ pub async fn settle(acker: &Acker, fate: Fate) -> bool {
 
 /// Settles a batch: every delivery of the channel that is not yet settled, in delivery order.
 /// When all of them are acks, one `ack` with `multiple` on the last tag settles them all —
-/// safe only because the batch is exactly the channel's unsettled deliveries, which the
-/// consumer loop guarantees by settling each batch before taking the next.
+/// safe only because no delivery outside the batch has a lower tag than its last one: the
+/// consumer loop takes deliveries in order and settles each batch before taking the next
+/// (those the broker sent meanwhile have higher tags and are untouched).
 pub async fn settle_batch(batch: Vec<(Acker, Fate)>) -> Tally {
     let mut tally = Tally::default();
     let all_acks = batch.iter().all(|(_, f)| f.verb() == Verb::Ack);
