@@ -22,8 +22,7 @@ pub mod replay;
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::ShortString;
 use lapin::Connection;
 
 use crate::amqp::connect::Broker;
@@ -156,20 +155,10 @@ pub async fn depth(
         .create_channel()
         .await
         .map_err(DlqError::broker("opening a channel"))?;
-    let declared = channel
-        .queue_declare(
-            queue.clone(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match declared {
-        Ok(q) => {
+    match hold::ready(&channel, queue).await {
+        Ok(ready) => {
             let _ = channel.close(200, "bye".into()).await;
-            Ok(q.message_count())
+            Ok(ready)
         }
         Err(e) if is_not_found(&e) => Err(DlqError::NoQueue {
             queue: queue.to_string(),

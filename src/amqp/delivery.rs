@@ -36,8 +36,8 @@ fn header<'a>(headers: &'a FieldTable, name: &str) -> Option<&'a AMQPValue> {
     headers.inner().get(name)
 }
 
-/// Any AMQP integer as a u64; negative values and non-integers are `None`.
-fn int_value(v: &AMQPValue) -> Option<u64> {
+/// Any AMQP integer (or timestamp) as a u64; negative values and non-integers are `None`.
+pub(crate) fn int_value(v: &AMQPValue) -> Option<u64> {
     match *v {
         AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
         AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),

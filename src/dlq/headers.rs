@@ -18,7 +18,7 @@ use lapin::BasicProperties;
 use crate::amqp::deadletter::{
     DEAD_LETTERED_AT_HEADER, DELIVERIES_HEADER, DETAIL_HEADER, RULE_HEADER,
 };
-use crate::amqp::delivery::{fingerprint, DELIVERY_COUNT_HEADER};
+use crate::amqp::delivery::{fingerprint, int_value, DELIVERY_COUNT_HEADER};
 
 /// Every header logfence's consumer adds starts with this.
 pub const OURS_PREFIX: &str = "x-logfence-";
@@ -89,7 +89,7 @@ impl DeadLetter {
         DeadLetter {
             rule,
             detail,
-            deliveries: headers.inner().get(DELIVERIES_HEADER).and_then(integer),
+            deliveries: headers.inner().get(DELIVERIES_HEADER).and_then(int_value),
             fingerprint: fingerprint(body),
             size: body.len(),
             dead_lettered_at,
@@ -140,7 +140,7 @@ fn newest_death(headers: &FieldTable) -> Option<Death> {
         reason: string(newest, "reason"),
         queue: string(newest, "queue"),
         time: newest.inner().get("time").and_then(timestamp),
-        count: newest.inner().get("count").and_then(integer),
+        count: newest.inner().get("count").and_then(int_value),
     })
 }
 
@@ -153,26 +153,9 @@ fn string(headers: &FieldTable, name: &str) -> Option<String> {
     }
 }
 
-/// Any non-negative AMQP integer.
-fn integer(v: &AMQPValue) -> Option<u64> {
-    match *v {
-        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
-        AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),
-        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
-        AMQPValue::ShortUInt(n) => Some(u64::from(n)),
-        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
-        AMQPValue::LongUInt(n) => Some(u64::from(n)),
-        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
-        _ => None,
-    }
-}
-
 /// An AMQP timestamp (seconds since the epoch), or an integer holding one.
 fn timestamp(v: &AMQPValue) -> Option<DateTime<Utc>> {
-    let secs = match *v {
-        AMQPValue::Timestamp(n) => n,
-        _ => integer(v)?,
-    };
+    let secs = int_value(v)?;
     DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)
 }
 
