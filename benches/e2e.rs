@@ -1,4 +1,4 @@
-//! End-to-end consumer throughput (issue 4): the released `logfence consume` draining a queue
+//! End-to-end consumer throughput: the released `logfence consume` draining a queue
 //! of small realistic records to a file sink, against a raw lapin consume+ack loop on the same
 //! broker in the same run (raw, logfence, raw again; the two raws averaged), because absolute
 //! rates on a shared machine drift and ratios do not. Also the consumer's peak RSS.

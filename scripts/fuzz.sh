@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets of tests/fuzz (issue 7) for SECONDS each (default 60), one
+# Runs the cargo-fuzz targets of tests/fuzz for SECONDS each (default 60), one
 # after another, and prints per target the executions, the coverage and the findings.
 # Exits 1 when any target found a crash (its input is under tests/fuzz/artifacts/TARGET/),
 # 2 on a setup or build failure.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability scenarios of issue 7 (tests/it/incidents/), run one at a time on a release
+# The reliability scenarios (tests/it/incidents/), run one at a time on a release
 # build against the local broker, then one table of figures against goals.
 #
 #   scripts/incidents.sh              # every scenario

@@ -1,5 +1,5 @@
 //! `logfence check`: read records from files, directories or stdin, run each through the
-//! pipeline (in a sandboxed worker unless `--no-sandbox`), and report (SPEC §3).
+//! pipeline (in a sandboxed worker unless `--no-sandbox`), and report (docs/commands.md).
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -83,7 +83,7 @@ pub fn expand_sources(args: &[PathBuf]) -> io::Result<Vec<Source>> {
     Ok(sources)
 }
 
-/// One line of the `--json` report (SPEC §3).
+/// One line of the `--json` report (docs/commands.md).
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
     pub source: &'a str,

@@ -1,4 +1,4 @@
-//! Command-line types (clap) and their conversion into validated settings.
+//! Command-line types (clap) and their conversion into settings; the commands validate them.
 //! Every limit flag also reads its `LOGFENCE_*` environment variable.
 
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ pub enum Command {
     SandboxWorker(SandboxWorkerArgs),
 }
 
-/// The limits of SPEC §2, shared by `check` and `consume`.
+/// The limits of docs/rules.md, shared by `check` and `consume`.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Bodies larger than this are `body-too-large` and never parsed (bytes; K/M/G, KiB/MiB/GiB suffixes).
@@ -115,7 +115,7 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// `logfence consume` (SPEC §4). Every flag also reads an environment variable, so a
+/// `logfence consume` (docs/commands.md). Every flag also reads an environment variable, so a
 /// Kubernetes manifest can configure the sidecar without a command line.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -172,7 +172,7 @@ pub struct ConsumeArgs {
     pub log_format: crate::consume::LogFormat,
 }
 
-/// `logfence dlq` (SPEC §6).
+/// `logfence dlq` (docs/commands.md).
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List every dead-lettered message (rule, detail, deliveries, fingerprint, size, time)

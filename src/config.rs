@@ -1,4 +1,4 @@
-//! The limits of SPEC §2. Every limit exists so that a hostile or broken record costs a
+//! The limits of docs/rules.md. Every limit exists so that a hostile or broken record costs a
 //! bounded, known amount of memory and time; each is checked before the memory is asked for.
 
 use std::time::Duration;

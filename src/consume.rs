@@ -1,4 +1,4 @@
-//! `logfence consume` (SPEC §4): flags -> settings -> a tokio runtime running the consumer
+//! `logfence consume` (docs/commands.md): flags -> settings -> a tokio runtime running the consumer
 //! until SIGTERM, and an exit status.
 //!
 //! Exit status: 0 after a clean shutdown; 64 (EX_USAGE) for a bad flag value; 78

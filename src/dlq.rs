@@ -1,4 +1,4 @@
-//! `logfence dlq list` and `logfence dlq replay` (SPEC §6): the on-call side of the
+//! `logfence dlq list` and `logfence dlq replay` (docs/commands.md): the on-call side of the
 //! dead-letter queue.
 //!
 //! - [`headers`]: what a dead letter says about itself (ours or the broker's), and the

@@ -1,4 +1,4 @@
-//! Rule ids, severities and findings (SPEC §2). Rule ids are a stable contract.
+//! Rule ids, severities and findings (docs/rules.md). Rule ids are a stable contract.
 
 use std::fmt;
 
@@ -23,7 +23,7 @@ impl Severity {
     }
 }
 
-/// Every rule id of SPEC §2. The reject rules are declared in precedence order: when
+/// Every rule id of docs/rules.md. The reject rules are declared in precedence order: when
 /// several apply to one record, the first one wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,7 +114,7 @@ impl fmt::Display for Rule {
     }
 }
 
-/// One thing found about a record. Serialized as SPEC §3 shows it:
+/// One thing found about a record. Serialized as docs/rules.md shows it:
 /// `{"rule", "severity", "offset", "detail"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -138,7 +138,7 @@ impl Finding {
     }
 }
 
-/// Sorts findings as SPEC §1 lists them: by offset (nulls last), then rule id.
+/// Sorts findings as docs/rules.md lists them: by offset (nulls last), then rule id.
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
         let key = |f: &Finding| (f.offset.is_none(), f.offset.unwrap_or(0));

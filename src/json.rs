@@ -1,5 +1,5 @@
 //! A bounded JSON decoder producing Python values exactly as CPython 3.11's `json.loads`
-//! would (SPEC §1), which serde_json cannot: integers keep any size, `-0` is the int 0,
+//! would (docs/record.md), which serde_json cannot: integers keep any size, `-0` is the int 0,
 //! `NaN` / `Infinity` / `-Infinity` are floats, and a duplicate key keeps its first position
 //! and its last value.
 //!
@@ -12,9 +12,9 @@
 //! - memory: proportional to the input. Elements of open containers wait on one shared
 //!   scratch stack and each container is allocated once, at its exact size, when it closes.
 //!
-//! Where this knowingly differs from `json.loads` (the SPEC's choice, not an accident):
+//! Where this knowingly differs from `json.loads` (by choice, not by accident):
 //! - integers of more than 4,300 digits parse (CPython 3.11 raises `ValueError` while
-//!   decoding); SPEC §1 wants them exact and refuses them only when rendered in decimal;
+//!   decoding); records want them exact and refuses them only when rendered in decimal;
 //! - a leading UTF-8 BOM is skipped (as `json.loads` does for bytes, not for `str`);
 //! - a lone surrogate (`"\ud800"`) cannot live in a Rust `String`: it becomes U+FFFD and
 //!   [`Parsed::lone_surrogate`] is set, for the `invalid-utf8` finding.

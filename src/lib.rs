@@ -2,12 +2,12 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the limits (SPEC §2), each named, typed and documented with its default.
+//! - [`config`]: the limits (docs/rules.md), each named, typed and documented with its default.
 //! - [`finding`]: rule ids, severities and findings: the vocabulary of every verdict.
 //! - [`value`]: the Python value model (int of any size, float, str, list, dict) and
 //!   CPython's `str()` / `repr()` / `ascii()` of each.
 //! - [`json`]: a bounded JSON decoder that yields Python values exactly as `json.loads`.
-//! - [`record`]: the log record (SPEC §1): structured or plain text.
+//! - [`record`]: the log record (docs/record.md): structured or plain text.
 //! - [`format`]: the bounded formatter: `%`, `{}` and `$` styles, pure and synchronous.
 //! - [`line`]: the output line template and control-character escaping.
 //! - [`detect`]: the warn-only detector (control chars, bidi, lookup syntax, format-like text).
@@ -16,7 +16,7 @@
 //! - [`faults`]: failpoints in the render path for fault-injection tests (feature-gated).
 //! - [`sandbox`]: a long-lived child worker under rlimits that renders suspects.
 //! - [`check`]: the `check` subcommand: read, run, report.
-//! - [`cli`]: clap types; raw flags -> validated settings.
+//! - [`cli`]: clap types; raw flags -> settings (each command validates its own).
 //! - [`consume`]: the `consume` subcommand: settings, runtime, exit status.
 //! - [`amqp`]: the consumer: connect and reconnect, topology, the loop, settle, dead-letter.
 //! - [`shutdown`]: the one process-wide shutdown latch; SIGTERM and SIGINT trigger it.
@@ -24,7 +24,7 @@
 //! - [`memory`]: the memory cap, prefetch sized from it, and the pause/resume gate.
 //! - [`lastwords`]: the in-flight fingerprints, in a mapped file that survives SIGKILL.
 //! - [`dlq`]: `dlq list` and `dlq replay`: the dead-letter queue read in order, and moved back.
-//! - [`telemetry`]: the metrics of SPEC §5 and `/metrics`, `/healthz`, `/readyz` on a thread of their own.
+//! - [`telemetry`]: the metrics (docs/metrics.md) and `/metrics`, `/healthz`, `/readyz`.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 

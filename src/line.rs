@@ -1,4 +1,4 @@
-//! The output line (SPEC §1 "The output line"): the line template around the message,
+//! The output line (docs/record.md "The output line"): the line template around the message,
 //! every part escaped first, so one record is exactly one line that cannot forge a second
 //! one or repaint a terminal; the JSON line of `--output json`; and the fallback message of
 //! a rejected record.

@@ -11,10 +11,11 @@
 //!   holding lines). [`MemoryGate`] samples jemalloc's process-wide `stats.allocated` on a
 //!   timer (~100 ms), never per message: advancing jemalloc's epoch takes a global lock and
 //!   would serialise every worker. At or above the high watermark (75 % of the cap) it
-//!   reports paused; the consumer then stops taking deliveries (stop polling / cancel the
-//!   consumer, never drop deliveries) and waits in [`MemoryGate::wait_resumed`]. It resumes
-//!   at or below the low watermark (60 %): the gap is there so the consumer does not flap on
-//!   and off around one threshold while in-flight work finishes.
+//!   reports paused; the consumer then stops polling for deliveries between batches (it
+//!   does not cancel its consumer, nor drop deliveries) and waits in
+//!   [`MemoryGate::wait_resumed`] for at most a second before it takes one batch anyway. It
+//!   resumes at or below the low watermark (60 %): the gap is there so the consumer does not
+//!   flap on and off around one threshold while in-flight work finishes.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //!
 //! guard (size) -> parse (bounded JSON) -> detect -> render (bounded formatter) -> line.
 //! The allocation of guard to render is measured by jemalloc's per-thread counter: that
-//! is "parsing and rendering" (SPEC §2, §3), what `--alloc-budget` caps and `alloc_bytes`
+//! is "parsing and rendering" (docs/rules.md), what `--alloc-budget` caps and `alloc_bytes`
 //! reports. The line is laid out after, outside the measurement: it is bounded by
 //! construction (the message, or its fallback with the template and the args' repr each
 //! cut to `--max-output-bytes`, around parts the body already holds), so it says nothing
@@ -21,7 +21,7 @@ use crate::line::{self, LineFormatError, LineParts, LineTemplate};
 use crate::record::{self, DecodeReject, Record};
 use crate::{alloc, detect, faults, json};
 
-/// What became of a record (SPEC §3 `verdict`).
+/// What became of a record (`verdict` in docs/commands.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {

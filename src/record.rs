@@ -1,12 +1,12 @@
-//! The log record (SPEC §1): a body becomes either a structured record (a JSON object
+//! The log record (docs/record.md): a body becomes either a structured record (a JSON object
 //! with a string `msg`) or a plain-text one (anything else, byte for byte).
 //!
-//! Decoding is where the first two limits apply, in SPEC precedence: the body's size is
+//! Decoding is where the first two limits apply, in reject precedence: the body's size is
 //! checked before a byte of it is decoded (`body-too-large`), then its JSON nesting while it
 //! is parsed (`json-too-deep`, which is never demoted to a plain-text record).
 //!
-//! Choices the SPEC leaves open, made here once:
-//! - `null` is "absent" for every field (`args: null` is in the SPEC; `style`, `level`,
+//! Choices made here once (docs/record.md "Fine points" lists them):
+//! - `null` is "absent" for every field (`args: null` is no args; `style`, `level`,
 //!   `logger`, `ts` and `fields` follow it), so `"level": null` is `info`, not `None`;
 //! - a non-string `level` / `logger` is Python's `str()` of the value (`5`, `True`,
 //!   `['a']`); if `str()` itself would fail or exceed `--max-output-bytes` (a 5,000-digit
@@ -19,8 +19,8 @@
 //! - `fields` that is not an object is ignored;
 //! - a lone surrogate in a member of a structured record (`msg`, `args`, `style`, `level`,
 //!   `logger`, `ts`, `fields`, keys included) counts as invalid UTF-8; members outside
-//!   SPEC §1 are ignored, their strings too. A plain-text body is never JSON-decoded, so its
-//!   `\ud800` is six ASCII characters.
+//!   the record's table are ignored, their strings too. A plain-text body is never
+//!   JSON-decoded, so its `\ud800` is six ASCII characters.
 //!
 //! Only those members are built: the rest of the body, and a whole body that turns out to be
 //! plain text (a JSON array, a scalar), is checked (syntax, depth) without allocating values.
@@ -87,7 +87,7 @@ impl StyleField {
     }
 }
 
-/// Why a body was not decoded into a record: a limit, in SPEC precedence order.
+/// Why a body was not decoded into a record: a limit, in reject precedence order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeReject {
     /// Longer than `--max-body-bytes`; checked before anything else, nothing was decoded.

@@ -1,5 +1,5 @@
 //! Where output lines go, and the promise the consumer acks on: when [`Sink::write`] returns
-//! `Ok`, the lines are as durable as the sink can make them (SPEC §4).
+//! `Ok`, the lines are as durable as the sink can make them (docs/commands.md).
 //!
 //! - `stdout`: written and flushed (`write(2)` returned for every byte). A line on a pipe is
 //!   then the reader's; nothing more can be asked of a pipe.

@@ -12,13 +12,13 @@ and writes one JSON object per line on stdout, in the same order:
     {"err": "ValueError: Exceeds the limit (4300 digits)...", "unlimited_len": N}
     {"skip": "why"}                          (a result JSON cannot carry, e.g. a lone surrogate)
 
-`args` is JSON text, decoded with `json.loads` exactly as SPEC §1 says a record's args
+`args` is JSON text, decoded with `json.loads` exactly as docs/record.md says a record's args
 are: an array is a tuple for `%` and `*args` for `{`, an object a dict / `**args`, a
 scalar itself; `$` passes `args` as-is to `Template.substitute`. Huge ints must parse,
 so the int-digit limit is lifted only while decoding and restored to CPython's default
 (4300) for rendering. When rendering trips that digit limit, the case is rendered again
 without it and `unlimited_len` tells the caller how long the message would have been,
-because logfence's `output-too-large` wins over the digit rule (SPEC §1 "Fine points").
+because logfence's `output-too-large` wins over the digit rule (docs/record.md "Fine points").
 
 Also importable: `render(style, msg, args)` and `answer(style, msg, args_text)` are used
 by scripts/gen_format_fixtures.py.

@@ -1,4 +1,4 @@
-//! The consumer side of RabbitMQ (SPEC §4): everything that touches the broker.
+//! The consumer's side of RabbitMQ (`dlq` and the amqp sink have their own connections).
 //!
 //! - [`connect`]: one connection, and the jittered backoff between attempts.
 //! - [`tls`]: `amqps://`: the `--tls-ca` file checked at start-up, handshake failures explained.

@@ -1,4 +1,4 @@
-//! The queues and the exchange logfence relies on, declared idempotently (SPEC §4).
+//! The queues and the exchange logfence relies on, declared idempotently (docs/commands.md).
 //!
 //! Declaring is asserting: an existing queue or exchange with the same arguments is left as
 //! it is, and one with other arguments makes the broker refuse (`PRECONDITION_FAILED`), which

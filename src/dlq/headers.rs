@@ -30,7 +30,7 @@ const BROKER_DEATH_PREFIXES: [&str; 2] = ["x-first-death-", "x-last-death-"];
 /// The rule shown for a message that carries neither our headers nor `x-death`.
 pub const UNKNOWN_RULE: &str = "unknown";
 
-/// One dead-lettered message as `dlq list` shows it (SPEC §6).
+/// One dead-lettered message as `dlq list` shows it (docs/commands.md).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     /// A rule id (`width-too-large`, `crash`, …), or the broker's reason in kebab case

@@ -2,9 +2,9 @@
 //!
 //! `dlq list` reads a queue it must leave exactly as it found it, and `dlq replay --check`
 //! leaves the messages it keeps where they were. Both take each message with `basic.get`
-//! (no auto-ack), hold it unsettled, and give it back with `basic.nack(requeue)`. Nothing is
-//! ever acked here, so a crash loses nothing: the broker requeues whatever a dead channel
-//! held.
+//! (no auto-ack), hold it unsettled, and give it back with `basic.nack(requeue)`. The one ack
+//! is [`Hold::ack`], for a message `dlq replay` has confirmed in the work queue; a crash loses
+//! nothing: the broker requeues whatever a dead channel held.
 //!
 //! Order is the hard part. Measured on RabbitMQ 3.10.8 (`tests/it/dlq.rs` pins what we rely on):
 //!

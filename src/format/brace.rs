@@ -2,7 +2,7 @@
 //! (Objects/stringlib/unicode_format.h and Python/formatter_unicode.c), bounded.
 //!
 //! A template is parsed once ([`parse`], cacheable) into literal spans and fields with byte
-//! offsets, nested specs included. Rendering ([`render_parsed`]) then settles, in SPEC
+//! offsets, nested specs included. Rendering ([`render_parsed`]) then settles, in reject
 //! order, attribute access (refused, never evaluated), the field count, every width and
 //! precision (literal or from a nested field), the output size (measured by a check pass
 //! that writes nothing), and only then CPython's own errors, before one buffer of the

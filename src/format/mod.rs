@@ -6,7 +6,7 @@
 //! allocated, and the output is written into one [`Buf`] whose growth is capped at
 //! `max_output_bytes`, so an over-long result is an ordinary error, never an allocation.
 //!
-//! Precedence (SPEC §1 "Fine points"): a record carries at most one reject. The limits win
+//! Precedence (docs/record.md "Fine points"): a record carries at most one reject. The limits win
 //! over CPython's own errors, so a renderer that meets a CPython error keeps checking the
 //! rest of the template for limit violations and reports the error only if none fires.
 
@@ -65,7 +65,7 @@ pub enum Args<'a> {
 }
 
 /// Why a template was not rendered. At most one per record; variants are in precedence
-/// order (SPEC §1).
+/// order (`Rule` in src/finding.rs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reject {
     /// `{0.attr}`: attribute access, the classic format-string attack.
@@ -173,7 +173,7 @@ impl Reject {
 }
 
 /// `--max-fields`, the same rule for every style: inclusive (256 fields pass, 257 do not),
-/// counting every field the template holds (SPEC §1).
+/// counting every field the template holds (docs/rules.md).
 pub(crate) fn check_field_count(count: usize, limits: &Limits) -> Result<(), Reject> {
     if count > limits.max_fields {
         return Err(Reject::TooManyFields {

@@ -458,7 +458,7 @@ pub fn int_decimal_digits_upper_bound(n: &Int) -> usize {
 ///
 /// An int whose bit length alone proves it too long first pushes its lower-bound length
 /// (filler) so that a bounded sink reports `OutputTooLarge` when even that does not fit:
-/// the limits win over CPython's `ValueError` (SPEC §1: a 999,000-digit int is
+/// the limits win over CPython's `ValueError` (docs/record.md: a 999,000-digit int is
 /// `output-too-large`). On `Err` the sink's content is garbage, as after any error.
 pub fn write_int_decimal(n: &Int, out: &mut dyn Out) -> Result<(), Reject> {
     match n {

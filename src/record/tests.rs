@@ -1,4 +1,4 @@
-//! The record model of SPEC §1, with CPython as the oracle for lossy decoding and epochs.
+//! The record model of docs/record.md, with CPython as the oracle for lossy decoding and epochs.
 
 use super::*;
 
@@ -266,7 +266,7 @@ fn lone_surrogate_in_a_structured_record_is_invalid_utf8() {
     assert!(r.invalid_utf8);
     assert!(rec("{\"msg\":\"m\",\"fields\":{\"\\udc00\":1}}").invalid_utf8);
     assert!(!rec("{\"msg\":\"\\ud83d\\ude00\"}").invalid_utf8);
-    // Members outside SPEC §1 are ignored, their strings too.
+    // Members outside the record's table are ignored, their strings too.
     assert!(!rec("{\"msg\":\"m\",\"other\":\"\\ud800\"}").invalid_utf8);
     assert!(!rec("{\"msg\":\"m\",\"\\ud800\":1}").invalid_utf8);
 }
@@ -411,7 +411,7 @@ fn decoding_allocates_in_proportion_to_the_body() {
             120.0,
         ),
         ("1 MiB-digit int", obj("7".repeat((1 << 20) - 30)), 200.0),
-        // Plain text that happens to be JSON, and members outside SPEC §1: checked, not built.
+        // Plain text that happens to be JSON, and unknown members: checked, not built.
         (
             "JSON array, plain text",
             format!("[{}0]", "0,".repeat(524_000)),

@@ -2,7 +2,7 @@
 //! endpoint reads, lock-free, from its own thread.
 //!
 //! `/healthz` is 200 while the process serves at all. `/readyz` is 200 only while connected
-//! and consuming and not shutting down. A pause for memory is not unreadiness (SPEC §5): it
+//! and consuming and not shutting down. A pause for memory is not unreadiness (docs/metrics.md): it
 //! is `logfence_consumer_paused`, because a sidecar that turned unready whenever it paused
 //! would take its application pod out of the Service for a transient condition.
 

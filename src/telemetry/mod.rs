@@ -1,4 +1,4 @@
-//! Telemetry that cannot hurt (DESIGN.md): the metrics of SPEC §5 and the `/metrics`,
+//! Telemetry that cannot hurt: the metrics of docs/metrics.md and the `/metrics`,
 //! `/healthz` and `/readyz` endpoints.
 //!
 //! - [`names`]: every metric and label value, declared once.

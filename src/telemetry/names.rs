@@ -1,4 +1,4 @@
-//! Every metric of SPEC §5: its name, help text and the fixed set of its label values,
+//! Every metric of docs/metrics.md: its name, help text and the fixed set of its label values,
 //! declared here once. Nothing derived from a message becomes a label value: the sets below
 //! are all there is, which is what keeps the series count constant however wild the input.
 
@@ -88,7 +88,7 @@ impl SandboxResult {
     }
 }
 
-/// The `rule` label values: the rule ids of SPEC §2, all of them, nothing else.
+/// The `rule` label values: the rule ids of docs/rules.md, all of them, nothing else.
 pub fn rule_labels() -> impl Iterator<Item = &'static str> {
     Rule::ALL.iter().map(|r| r.id())
 }

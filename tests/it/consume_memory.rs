@@ -1,9 +1,9 @@
-//! `logfence consume` under a memory cap (issue 4, test 5), against the real RabbitMQ at
+//! `logfence consume` under a memory cap, against the real RabbitMQ at
 //! 127.0.0.1:5672 (`LOGFENCE_TEST_AMQP_URL` overrides): large records, a small
 //! `--memory-limit`, and what the process shows of it from outside — every record written
 //! once, the queue emptied, the pause/resume events it logs, and its peak RSS (`VmHWM`).
 //!
-//! Pausing is only visible on stderr for now (`logfence_consumer_paused` is issue 5): the
+//! These tests read pausing from stderr (the `logfence_consumer_paused` gauge shows it too): the
 //! memory gate logs "pausing deliveries" / "resuming deliveries" with the sampled
 //! `allocated=` figure. Also holds the small broker/process helpers `isolation.rs` reuses.
 

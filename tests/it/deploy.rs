@@ -6,7 +6,7 @@
 //!   grace period against the drain timeout, the two shapes (native sidecar, consumer).
 //! - `deploy/prometheus/*.yaml` and `deploy/grafana/logfence.json` ([`prometheus`]): the real
 //!   `promtool check rules` / `test rules`, the dashboard's PromQL through `promtool check
-//!   rules`, every metric name against SPEC §5.
+//!   rules`, every metric name against docs/metrics.md.
 //! - `deploy/Dockerfile` and `.dockerignore` ([`dockerfile`]): linted (no Docker engine here).
 //! - `deploy/rabbitmq/definitions.json` ([`rabbitmq`]): compared with the topology logfence
 //!   declares, then imported into the real broker in a scratch vhost and consumed by the real
@@ -24,7 +24,7 @@ use std::process::Command;
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
-/// SPEC §5's metrics: the contract the alerts and the dashboard are written against.
+/// The metrics of docs/metrics.md: the contract the alerts and the dashboard are written against.
 pub(crate) const SPEC_METRICS: [&str; 14] = [
     "logfence_messages_total",
     "logfence_findings_total",
@@ -42,7 +42,7 @@ pub(crate) const SPEC_METRICS: [&str; 14] = [
     "logfence_build_info",
 ];
 
-/// The two histograms of SPEC §5: their series carry `_bucket`, `_sum` and `_count`.
+/// The two histograms of docs/metrics.md: their series carry `_bucket`, `_sum` and `_count`.
 pub(crate) const SPEC_HISTOGRAMS: [&str; 2] = [
     "logfence_message_alloc_bytes",
     "logfence_format_duration_seconds",

@@ -7,7 +7,7 @@
 //! Both sides get the args as the same JSON text. The verdict:
 //!
 //! - a template-level limit applies (the generator knows: attribute access, more than 256
-//!   fields, a width/precision over 4096; the first in SPEC §1 precedence order wins):
+//!   fields, a width/precision over 4096; the first in reject precedence order wins):
 //!   logfence must return that reject, whatever CPython does;
 //! - CPython renders ≤ 64 KiB: logfence must return exactly those bytes;
 //! - CPython renders > 64 KiB (or would have, but for its 4,300-digit rule):
@@ -66,7 +66,7 @@ pub enum Expected {
 }
 
 impl Expected {
-    /// Combines the generator's verdict with CPython's answer (SPEC §1 precedence).
+    /// Combines the generator's verdict with CPython's answer (reject precedence).
     pub fn of(case: &Case, answer: Option<&Answer>) -> Expected {
         if let Some(rule) = case.limit {
             return Expected::Limit(rule);

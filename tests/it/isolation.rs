@@ -1,4 +1,4 @@
-//! Isolation (issue 4, test 6): with many records in flight on a multi-threaded runtime, no
+//! Isolation: with many records in flight on a multi-threaded runtime, no
 //! output line carries another record's content, and a record's measured allocation is its
 //! own — the same as when it is processed alone.
 //!

@@ -6,6 +6,7 @@ mod demo;
 mod deploy;
 mod differential;
 mod dlq;
+mod docs;
 mod fixtures;
 mod fuzz_regressions;
 mod incidents;

@@ -1,5 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz` of a real `logfence consume` (SPEC §5), scraped over
-//! HTTP while it consumes from the real broker, and checked with the real `promtool`.
+//! `/metrics`, `/healthz` and `/readyz` of a real `logfence consume` (docs/metrics.md), scraped
+//! over HTTP while it consumes from the real broker, and checked with the real `promtool`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

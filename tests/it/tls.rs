@@ -1,5 +1,5 @@
-//! `amqps://`, `--tls-ca` and `--amqp-url-file` (SPEC §4), for real: each test makes its own
-//! CA and a certificate for `localhost` (rcgen), and puts a TLS endpoint in front of the shared
+//! `amqps://`, `--tls-ca` and `--amqp-url-file` (docs/commands.md), for real: each test makes its
+//! own CA and a certificate for `localhost` (rcgen), and puts a TLS endpoint in front of the shared
 //! broker — a tokio-rustls proxy on an ephemeral port, forwarding to 5672 — so the broker's own
 //! configuration is never touched. The consumer is the built binary, as a user runs it.
 //!

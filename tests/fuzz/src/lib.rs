@@ -1,5 +1,5 @@
-//! What the fuzz targets assert (issue 7): for any input, the invariants SPEC §1–§3 promise,
-//! not only "it does not crash".
+//! What the fuzz targets assert: for any input, the invariants docs/record.md and docs/rules.md
+//! promise, not only "it does not crash".
 //!
 //! Each public function takes the raw fuzz bytes of one target and panics (a libFuzzer
 //! crash) when an invariant breaks. The file is also compiled into the integration tests
@@ -79,7 +79,7 @@ fn check_body(body: &[u8]) -> Outcome {
     text
 }
 
-/// SPEC §1–§3 of one outcome: one line, safe; the message within the output limit; at most
+/// The promises of one outcome: one line, safe; the message within the output limit; at most
 /// one reject; findings in order; offsets into `msg`; the allocation well within the
 /// budget.
 fn check_outcome(body: &[u8], o: &Outcome, limits: &Limits) {
@@ -310,7 +310,7 @@ fn check_reject(reject: &Reject, msg: &str, limits: &Limits) {
 /// once-per-record rules once, offsets at the character they name; `control-chars` and
 /// `bidi-control` exactly when the line escapes such a character; and where the renderer
 /// refuses a literal width or precision of `msg` as a template, the verbatim `msg` is
-/// `format-like-text` at that spec (SPEC §2: a width or precision of 4 or more digits).
+/// `format-like-text` at that spec (docs/rules.md: a width or precision of 4 or more digits).
 pub fn detect(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let invalid = matches!(text, std::borrow::Cow::Owned(_));
@@ -432,7 +432,7 @@ fn literal_limit_offset(msg: &str, style: Style) -> Option<usize> {
 /// The escaper and the line: escaping leaves no character it exists for, can be undone
 /// exactly, and counts what it writes; the default line is the parts escaped and laid out
 /// as the template says, the same through the direct plan and through the formatter; the
-/// JSON line decodes to the parts; a fallback message is cut as SPEC §1 says.
+/// JSON line decodes to the parts; a fallback message is cut as docs/record.md says.
 pub fn line_escape(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.split('\0');
@@ -515,8 +515,8 @@ pub fn line_escape(data: &[u8]) {
     assert!(fb.len() <= bound, "fallback of {} > {bound}", fb.len());
 }
 
-/// Undoes the line's escaping, accepting only the forms SPEC §1 writes (so it also checks
-/// that each escape is the one the SPEC asks for): `None` when `e` is not such a string.
+/// Undoes the line's escaping, accepting only the forms docs/record.md writes (so it also
+/// checks that each escape is the one asked for): `None` when `e` is not such a string.
 pub fn unescape(e: &str) -> Option<String> {
     let mut out = String::with_capacity(e.len());
     let mut chars = e.chars();

@@ -236,7 +236,7 @@ fn every_env_var_and_flag_is_one_the_binary_reads_with_a_value_it_accepts() {
 fn ports_and_probes_match_the_metrics_address() {
     let m = Manifests::load();
     let port = ConsumeHelp::of_binary().metrics_port();
-    assert_eq!(port, 9898, "SPEC §4: metrics on 0.0.0.0:9898");
+    assert_eq!(port, 9898, "docs/commands.md: metrics on 0.0.0.0:9898");
     for (deployment, _, c, _) in m.logfence_containers() {
         let at = format!("{}/{}", name_of(deployment), str_of(&c["name"]));
         if let Some(addr) = effective_env(&m, c).get("LOGFENCE_METRICS_ADDR") {

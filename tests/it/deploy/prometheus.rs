@@ -1,5 +1,5 @@
 //! `deploy/prometheus/` and `deploy/grafana/`: the real `promtool` on the rules, their unit
-//! tests and the dashboard's queries; every metric name against SPEC §5.
+//! tests and the dashboard's queries; every metric name against docs/metrics.md.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +15,7 @@ const ALERTS: &str = "deploy/prometheus/alerts.yaml";
 const ALERTS_TEST: &str = "deploy/prometheus/alerts_test.yaml";
 const DASHBOARD: &str = "deploy/grafana/logfence.json";
 
-/// The alerts issue 5 asks for, and the metric each one must watch.
+/// The alerts deploy/prometheus/alerts.yaml must hold, and the metric each one must watch.
 const REQUIRED_ALERTS: [(&str, &str); 6] = [
     (
         "LogfencePoisonMessageDeadLettered",
@@ -55,7 +55,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
 }
 
-/// The SPEC §5 name behind a series name (`_bucket`, `_sum`, `_count` of a histogram).
+/// The metric (docs/metrics.md) behind a series name (`_bucket`, `_sum`, `_count` of a histogram).
 fn spec_metric(series: &str) -> Option<&'static str> {
     if let Some(m) = SPEC_METRICS.iter().find(|m| **m == series) {
         return Some(m);
@@ -72,7 +72,7 @@ fn assert_spec_metrics_only(path: &str) -> BTreeSet<&'static str> {
     assert!(!names.is_empty(), "{path} names no metric");
     names
         .iter()
-        .map(|n| spec_metric(n).unwrap_or_else(|| panic!("{path}: {n} is not a SPEC §5 metric")))
+        .map(|n| spec_metric(n).unwrap_or_else(|| panic!("{path}: {n} is not a documented metric")))
         .collect()
 }
 
@@ -171,7 +171,7 @@ fn the_required_alerts_exist_and_each_is_unit_tested() {
 fn the_spec_metrics_are_the_ones_the_binary_registers() {
     let spec: BTreeSet<&str> = SPEC_METRICS.into_iter().collect();
     let served: BTreeSet<&str> = logfence::telemetry::names::ALL.into_iter().collect();
-    assert_eq!(spec, served, "SPEC §5 vs src/telemetry/names.rs");
+    assert_eq!(spec, served, "docs/metrics.md vs src/telemetry/names.rs");
 }
 
 #[test]

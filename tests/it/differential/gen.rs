@@ -4,7 +4,7 @@
 //! `format::render` today and whole records (`{"msg":…, "args":…, "style":…}`) later.
 //! Templates are built piece by piece, so the generator knows what it put in them: the
 //! number of fields, every width and precision (literal, `*` argument or nested field) and
-//! whether a field uses attribute access. From that it decides, per SPEC §1 "Fine points",
+//! whether a field uses attribute access. From that it decides, per docs/record.md "Fine points",
 //! which template-level limit wins (`attribute-access`, `too-many-fields`, then the first
 //! over-limit width/precision in the template). Everything else — the output, CPython's
 //! errors, and `output-too-large` (which needs the rendered length) — is CPython's call.
@@ -36,7 +36,7 @@ pub struct Case {
     pub kind: &'static str,
 }
 
-/// The default limits the generator aims at (SPEC §2).
+/// The default limits the generator aims at (docs/rules.md).
 pub const MAX_FIELDS: usize = 256;
 pub const MAX_OUTPUT: usize = 64 << 10;
 
@@ -679,7 +679,7 @@ impl G {
     }
 
     /// An over-limit literal width/precision in a template whose args CPython would
-    /// refuse anyway: the limit wins (SPEC §1 "Fine points").
+    /// refuse anyway: the limit wins (docs/record.md "Fine points").
     fn over_broken(&mut self, style: &'static str) -> Case {
         let n = self.rng.gen_range(1..5);
         let at = self.rng.gen_range(0..n);
@@ -761,7 +761,7 @@ impl G {
             if b.msg.contains('*') {
                 // Once a template is broken, which arg a `*` reads is anyone's guess; a
                 // big int there would make "width-too-large or CPython's error?" a
-                // question the SPEC does not settle. Keep every top-level int small.
+                // question the contract does not settle. Keep every top-level int small.
                 args = tame_ints(args);
             }
         }
@@ -1531,7 +1531,7 @@ impl G {
 
     /// Where a lone `{` can go: anywhere, except where the text after it would read as a
     /// field name with a `.` (`{for.{x}` is CPython's "unexpected '{' in field name" but
-    /// also attribute access, a question the SPEC does not settle). Else the end.
+    /// also attribute access, a question the contract does not settle). Else the end.
     fn lone_brace_at(&mut self, s: &str) -> usize {
         let at = self.char_boundary(s);
         let name_end = s[at..].find(['}', ':', '!']).map_or(s.len(), |i| at + i);

@@ -38,7 +38,7 @@ pub fn ask(queries: &[Query<'_>]) -> Vec<Answer> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 must be installed: it is the oracle (SPEC §1: CPython 3.11)");
+        .expect("python3 must be installed: it is the oracle (docs/record.md: CPython 3.11)");
     let mut input = String::new();
     for (style, msg, args) in queries {
         let line = serde_json::json!({"style": style, "msg": msg, "args": args});

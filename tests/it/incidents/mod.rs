@@ -1,5 +1,6 @@
-//! The reliability scenarios of issue 7, as ignored-by-default tests: each prints its figures
-//! as `FIGURE|scenario|figure|value|goal|met` lines and fails when a goal is missed.
+//! The reliability scenarios (README.md "The incident scenarios"), as ignored-by-default
+//! tests: each prints its figures as `FIGURE|scenario|figure|value|goal|met` lines and
+//! fails when a goal is missed.
 //! `scripts/incidents.sh` runs them (release build, one at a time) and prints the table.
 
 mod cut;
