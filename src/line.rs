@@ -1,7 +1,8 @@
 //! The output line (SPEC §1 "The output line"): the line template around the message,
 //! every part escaped first, so one record is exactly one line that cannot forge a second
-//! one or repaint a terminal; the JSON line of `--output json`; and the fallback message of
-//! a rejected record.
+//! one or repaint a terminal; the JSON line of `--output json` and the escaping rule every
+//! JSON line logfence writes follows (`json_safe`); and the fallback message of a rejected
+//! record.
 //!
 //! # Escaping
 //!

@@ -368,7 +368,7 @@ fn check_fallback_keeps_the_sign_of_a_too_long_negative_int() {
     cmd.args(["check", "--json"]);
     for (i, (body, _)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("{i}.json"));
-        let body = body.replacen('{', &format!(r#"{{"ts": "2026-11-22T10:00:00Z", "#), 1);
+        let body = body.replacen('{', r#"{"ts": "2026-11-22T10:00:00Z", "#, 1);
         std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
         cmd.arg(path);
     }
