@@ -300,7 +300,8 @@ fn write_json(out: &mut impl Write, source: &str, o: &Outcome) -> io::Result<()>
         alloc_bytes: o.alloc_bytes,
         elapsed_us: o.elapsed_us,
     };
-    serde_json::to_writer(&mut *out, &report).map_err(io::Error::other)?;
+    // One line per record for every line reader: see `line::JsonSafe`.
+    serde_json::to_writer(line::JsonSafe::new(&mut *out), &report).map_err(io::Error::other)?;
     out.write_all(b"\n")
 }
 

@@ -265,12 +265,16 @@ fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_writer(std::io::stderr).try_init(),
+        // Every JSON line follows one escaping rule (`line::JsonSafe`): a queue name or an
+        // error text holding U+2028 or U+0085 cannot split a log line.
+        LogFormat::Json => builder
+            .with_writer(|| crate::line::JsonSafe::new(std::io::stderr()))
+            .json()
+            .try_init(),
     };
 }
 

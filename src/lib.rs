@@ -9,7 +9,8 @@
 //! - [`json`]: a bounded JSON decoder that yields Python values exactly as `json.loads`.
 //! - [`record`]: the log record (docs/record.md): structured or plain text.
 //! - [`format`]: the bounded formatter: `%`, `{}` and `$` styles, pure and synchronous.
-//! - [`line`]: the output line template and control-character escaping.
+//! - [`line`]: the output line template and control-character escaping, and the one escaping
+//!   rule of every JSON line (`line::JsonSafe`).
 //! - [`detect`]: the warn-only detector (control chars, bidi, lookup syntax, format-like text).
 //! - [`alloc`]: the jemalloc global allocator and per-thread allocation measurement.
 //! - [`pipeline`]: bytes -> outcome, the one synchronous path `check` and `consume` share.

@@ -1,7 +1,8 @@
 //! The output line (docs/record.md "The output line"): the line template around the message,
 //! every part escaped first, so one record is exactly one line that cannot forge a second
-//! one or repaint a terminal; the JSON line of `--output json`; and the fallback message of
-//! a rejected record.
+//! one or repaint a terminal; the JSON line of `--output json` and the escaping rule every
+//! JSON line logfence writes follows (`json_safe`); and the fallback message of a rejected
+//! record.
 //!
 //! # Escaping
 //!
@@ -28,9 +29,11 @@ use crate::finding::{Finding, Rule};
 use crate::format::{number, Args, Counter, Out, Reject};
 use crate::value::{self, Int, Value};
 
+mod json_safe;
 mod plan;
 mod template;
 
+pub use json_safe::{needs_json_escape, JsonSafe};
 pub use template::{LineFormatError, LineTemplate};
 
 /// `--line-format` when none is given.
@@ -224,9 +227,9 @@ pub fn field_str(v: &Value) -> Cow<'_, str> {
 
 /// The `--output json` line of one record, without the newline: `ts`, `level`, `logger`,
 /// `message`, then `fields` (when the record has any: an empty `fields` object is
-/// omitted, like an absent one) and `findings` (when there are any). Values are unescaped (JSON escapes them); strings additionally escape DEL, the C1
-/// controls, U+2028/U+2029 and the bidi controls as `\u` escapes, so the JSON line is as
-/// safe on a terminal as the text line and decodes to the same strings.
+/// omitted, like an absent one) and `findings` (when there are any). Values are unescaped
+/// (JSON escapes them); strings follow the rule of every JSON line (see [`json_str`]), so
+/// the JSON line is as safe on a terminal as the text line and decodes to the same strings.
 pub fn json_line(parts: &LineParts<'_>, findings: &[Finding]) -> String {
     let mut out = String::with_capacity(64 + parts.message.len());
     out.push_str("{\"ts\":");
@@ -315,15 +318,15 @@ fn json_object(map: &IndexMap<String, Value>, out: &mut String) {
     out.push('}');
 }
 
-/// A JSON string literal: `"` and `\` escaped, TAB/LF/CR as `\t \n \r`, every other
-/// character the line escapes as `\u00hh` / `\uhhhh` (lower-case hex).
+/// A JSON string literal: `"` and `\` escaped, TAB/LF/CR as `\t \n \r`, every other C0
+/// control and every character [`needs_json_escape`] picks (DEL, C1, U+2028/U+2029, the
+/// bidi controls) as `\uhhhh` (lower-case hex): the rule of every JSON line logfence writes.
 pub fn json_str(s: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
     let mut done = 0;
     for (i, c) in s.char_indices() {
-        if c != '"' && !needs_escape(c) {
+        if !matches!(c, '"' | '\\' | '\0'..='\x1f') && !needs_json_escape(c) {
             continue;
         }
         out.push_str(&s[done..i]);
@@ -334,13 +337,7 @@ pub fn json_str(s: &str, out: &mut String) {
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            _ => {
-                let cp = u32::from(c);
-                out.push_str("\\u");
-                for shift in [12, 8, 4, 0] {
-                    out.push(char::from(HEX[((cp >> shift) & 0xf) as usize]));
-                }
-            }
+            _ => json_safe::push_u_escape(c, out),
         }
     }
     out.push_str(&s[done..]);
@@ -482,7 +479,8 @@ fn write_repr_lenient(v: &Value, out: &mut dyn Out) {
             // CPython cannot repr it either; converting it would be quadratic in its size
             // (seconds for a million digits), so the fallback names it instead.
             let _ = out.push_str(&format!(
-                "<int of {} digits>",
+                "{}<int of {} digits>",
+                if n.is_negative() { "-" } else { "" },
                 number::int_decimal_digits(n)
             ));
         }
@@ -793,6 +791,62 @@ mod tests {
         let m = fallback_message(Rule::OutputTooLarge, "%d", Some(Args::Tuple(&args)), 100);
         assert!(m.ends_with("%d (<int of 999001 digits>,)"), "{m}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn fallback_repr_keeps_the_sign_of_a_too_long_negative_int() {
+        // Regression: `-1000…` (4,301 digits) was shown as `<int of 4301 digits>`.
+        let big = -num_bigint::BigInt::from(10u8).pow(4300);
+        let neg = || Value::Int(Int::Big(Box::new(big.clone())));
+        let literal = || Value::Int(Int::huge_literal(999_001, true));
+        let args = [neg(), Value::List(vec![literal(), int(-1)])];
+        let m = fallback_message(Rule::FormatError, "%i", Some(Args::Tuple(&args)), 1000);
+        assert_eq!(
+            m,
+            "[logfence rejected: format-error] %i \
+             (-<int of 4301 digits>, [-<int of 999001 digits>, -1])"
+        );
+        let mut map = IndexMap::new();
+        map.insert("a".to_string(), neg());
+        map.insert(
+            "b".to_string(),
+            Value::Dict(Box::new(IndexMap::from([("c".to_string(), neg())]))),
+        );
+        let m = fallback_message(Rule::FormatError, "$a", Some(Args::Mapping(&map)), 1000);
+        assert!(
+            m.ends_with("$a {'a': -<int of 4301 digits>, 'b': {'c': -<int of 4301 digits>}}"),
+            "{m}"
+        );
+        let m = fallback_message(Rule::FormatError, "{}", Some(Args::Scalar(&neg())), 1000);
+        assert!(m.ends_with("{} -<int of 4301 digits>"), "{m}");
+        let m = fallback_message(Rule::FormatError, "{}", Some(Args::Scalar(&literal())), 9);
+        assert!(m.ends_with("{} -<int of …[truncated 14 bytes]"), "{m}");
+    }
+
+    #[test]
+    fn json_str_escapes_every_character_of_the_json_line_rule() {
+        let mut all = String::from("\u{0}\u{1f}\"\\");
+        all.extend((0x7f..=0x9f_u32).filter_map(char::from_u32));
+        all.extend(['\u{61c}', '\u{200e}', '\u{200f}']);
+        all.extend((0x2028..=0x202e_u32).filter_map(char::from_u32));
+        all.extend((0x2066..=0x2069_u32).filter_map(char::from_u32));
+        all.push_str("é\u{a0}\u{2027}\u{202f}🚀");
+        let mut out = String::new();
+        json_str(&all, &mut out);
+        assert!(
+            !out.chars().any(|c| c.is_control() || needs_json_escape(c)),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("\"\\u0000\\u001f\\\"\\\\\\u007f\\u0080"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a\\u202b\\u202c\\u202d\\u202e\\u2066\\u2067\\u2068\\u2069é\u{a0}\u{2027}\u{202f}🚀\""),
+            "{out}"
+        );
+        let back: String = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(back, all);
     }
 
     #[test]

@@ -117,10 +117,11 @@ pub async fn list(args: &DlqListArgs, shutdown: &Shutdown) -> Result<Listing, Dl
     })
 }
 
-/// One JSON object per message, in queue order.
+/// One JSON object per message, in queue order, one line each for every line reader (see
+/// `line::JsonSafe`).
 pub fn write_json(out: &mut impl Write, entries: &[DeadLetter]) -> std::io::Result<()> {
     for e in entries {
-        serde_json::to_writer(&mut *out, e)?;
+        serde_json::to_writer(line::JsonSafe::new(&mut *out), e)?;
         out.write_all(b"\n")?;
     }
     Ok(())

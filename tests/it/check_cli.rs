@@ -320,3 +320,70 @@ fn check_sandbox_works_under_an_address_space_limit() {
         "{reports:?}"
     );
 }
+
+/// Regression: the fallback repr of an int too long for CPython to print lost its sign
+/// (`(<int of 4301 digits>,)` for `-1000…`). Each record is one CPython rejects with
+/// `ValueError` (the 4,300-digit rule), in each style, the int at the top and nested.
+#[test]
+fn check_fallback_keeps_the_sign_of_a_too_long_negative_int() {
+    let neg = format!("-1{}", "0".repeat(4300));
+    let pos = format!("1{}", "0".repeat(4300));
+    let int = "<int of 4301 digits>";
+    let cases = [
+        (
+            format!(r#"{{"msg": "%i", "args": [{neg}]}}"#),
+            format!("%i (-{int},)"),
+        ),
+        (
+            format!(r#"{{"msg": "%d %d", "args": [{pos}, {neg}]}}"#),
+            format!("%d %d ({int}, -{int})"),
+        ),
+        (
+            format!(r#"{{"msg": "%(a)s", "args": {{"a": [{neg}]}}}}"#),
+            format!("%(a)s {{'a': [-{int}]}}"),
+        ),
+        (
+            format!(r#"{{"msg": "%s", "args": {neg}}}"#),
+            format!("%s -{int}"),
+        ),
+        (
+            format!(r#"{{"msg": "{{0}}", "args": [[{neg}]], "style": "{{"}}"#),
+            format!("{{0}} ([-{int}],)"),
+        ),
+        (
+            format!(r#"{{"msg": "{{}}", "args": [{{"k": {neg}}}], "style": "{{"}}"#),
+            format!("{{}} ({{'k': -{int}}},)"),
+        ),
+        (
+            format!(r#"{{"msg": "$a", "args": {{"a": {neg}}}, "style": "$"}}"#),
+            format!("$a {{'a': -{int}}}"),
+        ),
+        (
+            format!(r#"{{"msg": "$a", "args": {{"a": {{"b": [1, {neg}]}}}}, "style": "$"}}"#),
+            format!("$a {{'a': {{'b': [1, -{int}]}}}}"),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = logfence();
+    cmd.args(["check", "--json"]);
+    for (i, (body, _)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.json"));
+        let body = body.replacen('{', r#"{"ts": "2026-11-22T10:00:00Z", "#, 1);
+        std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
+        cmd.arg(path);
+    }
+    let reports = reports(&run(&mut cmd));
+    assert_eq!(reports.len(), cases.len());
+    for ((body, want), r) in cases.iter().zip(&reports) {
+        assert_eq!(rules(r), ["format-error"], "{}", &body[..40]);
+        assert_eq!(
+            r["line"],
+            format!(
+                "2026-11-22T10:00:00.000Z INFO  root: [logfence rejected: format-error] {want}"
+            )
+            .as_str(),
+            "{}",
+            &body[..40]
+        );
+    }
+}

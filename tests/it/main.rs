@@ -11,6 +11,7 @@ mod fixtures;
 mod fuzz_regressions;
 mod incidents;
 mod isolation;
+mod json_lines;
 mod metrics;
 mod properties;
 mod readme;
