@@ -8,6 +8,7 @@ mod differential;
 mod dlq;
 mod fixtures;
 mod fuzz_regressions;
+mod gating;
 mod incidents;
 mod isolation;
 mod metrics;
