@@ -183,9 +183,9 @@ impl Rabbit {
 fn no_broker(why: &str) -> ! {
     panic!(
         "no RabbitMQ answers at {} ({why}).\n\
-         Start one with scripts/broker.sh (guest/guest on 127.0.0.1:5672), or point \
-         LOGFENCE_TEST_AMQP_URL at yours; to run without a broker, build the tests with \
-         LOGFENCE_SKIP_BROKER_TESTS=1 and the broker tests show as ignored.",
+         Start one with scripts/broker.sh, or point LOGFENCE_TEST_AMQP_URL at yours. To run \
+         without a broker, build the tests with LOGFENCE_SKIP_BROKER_TESTS=1: the broker tests \
+         then show as ignored.",
         url()
     )
 }
