@@ -396,14 +396,20 @@ fn poison_under_supervisor(queue_type: QueueType, what: &str) {
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_poison_kills_the_main_process_at_most_once_and_only_it_is_dead_lettered() {
     poison_under_supervisor(QueueType::Quorum, "poison-quorum");
 }
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_poison_on_a_classic_queue_is_caught_by_the_redelivered_flag() {
     poison_under_supervisor(QueueType::Classic, "poison-classic");
 }
@@ -719,7 +725,10 @@ fn consume_exits_78_on_an_existing_queue_of_other_arguments_and_deletes_nothing(
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
     let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "lastwords", QueueType::Classic);

@@ -311,14 +311,20 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn dlq_list_interrupted_by_sigint_leaves_a_quorum_dlq_intact() {
     sigint_mid_listing(QueueType::Quorum, "dlq-sigint-quorum");
 }
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn dlq_list_interrupted_by_sigint_leaves_a_classic_dlq_intact() {
     sigint_mid_listing(QueueType::Classic, "dlq-sigint-classic");
 }

@@ -134,6 +134,11 @@ fn blank(text: &str, strings: bool) -> String {
     String::from_utf8(out).expect("blanking keeps UTF-8")
 }
 
+/// `s` without its whitespace.
+fn squash(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 fn memchr_nl(b: &[u8], from: usize) -> usize {
     b[from..]
         .iter()
@@ -190,11 +195,22 @@ fn items(file: &str, text: &str) -> Vec<Item> {
         }
         let line = code[..at].matches('\n').count();
         let mut attrs = Vec::new();
-        for above in lines[..line].iter().rev() {
-            let t = above.trim();
-            if t.starts_with("#[") {
+        let mut k = line;
+        while k > 0 {
+            let t = lines[k - 1].trim();
+            if t.starts_with("//") {
+                k -= 1;
+            } else if t.starts_with("#[") {
                 attrs.push(t.to_string());
-            } else if !t.starts_with("//") {
+                k -= 1;
+            } else if let Some(first) = (t.ends_with(']'))
+                .then(|| (k.saturating_sub(8)..k - 1).rev())
+                .and_then(|mut r| r.find(|&j| lines[j].trim_start().starts_with("#[")))
+            {
+                // The last line of an attribute rustfmt wrapped: the whole of it, in one line.
+                attrs.push(lines[first..k].iter().map(|l| l.trim()).collect());
+                k = first;
+            } else {
                 break;
             }
         }
@@ -216,7 +232,8 @@ fn calls(body: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut i = 0;
     while i < b.len() {
-        if is_ident(b[i]) && (i == 0 || !(is_ident(b[i - 1]) || b[i - 1] == b':' || b[i - 1] == b'.'))
+        if is_ident(b[i])
+            && (i == 0 || !(is_ident(b[i - 1]) || b[i - 1] == b':' || b[i - 1] == b'.'))
         {
             let start = i;
             while i < b.len() && is_ident(b[i]) {
@@ -238,8 +255,7 @@ fn direct_needs(body: &str) -> BTreeSet<Need> {
     if body.contains("Rabbit::connect()") {
         needs.insert(Need::Broker);
     }
-    if body.matches("\"FAILPOINTS\"").count() > body.matches("env_remove(\"FAILPOINTS\")").count()
-    {
+    if body.matches("\"FAILPOINTS\"").count() > body.matches("env_remove(\"FAILPOINTS\")").count() {
         needs.insert(Need::Failpoints);
     }
     let called = calls(body);
@@ -316,7 +332,10 @@ fn gates_for(needs: &BTreeSet<Need>) -> Vec<&'static str> {
         gates.push(if fp { BROKER_AFTER_FAILPOINTS } else { BROKER });
     }
     if needs.contains(&Need::Tools) {
-        assert!(!fp, "a test needing failpoints and a tool: no gate is defined for it");
+        assert!(
+            !fp,
+            "a test needing failpoints and a tool: no gate is defined for it"
+        );
         gates.push(if broker { TOOLS_AFTER_BROKER } else { TOOLS });
     }
     gates
@@ -338,11 +357,12 @@ fn every_test_that_needs_failpoints_a_broker_or_a_tool_says_so_one_way() {
             continue;
         }
         tests += 1;
-        let gates: Vec<&str> = item
+        // Compared without whitespace: rustfmt wraps long attributes.
+        let gates: Vec<String> = item
             .attrs
             .iter()
             .filter(|a| a.starts_with("#[cfg_attr(") && a.contains("ignore"))
-            .map(String::as_str)
+            .map(|a| squash(a))
             .collect();
         // Ignored for good (run by hand or by a script): it needs no gate.
         if item.attrs.iter().any(|a| a.starts_with("#[ignore")) {
@@ -358,7 +378,7 @@ fn every_test_that_needs_failpoints_a_broker_or_a_tool_says_so_one_way() {
         for n in &need {
             *counts.entry(*n).or_default() += 1;
         }
-        let want = gates_for(&need);
+        let want: Vec<String> = gates_for(&need).into_iter().map(squash).collect();
         if gates != want {
             wrong.push(format!(
                 "{}: {} needs {need:?}\n    has  {gates:?}\n    want {want:?}",
@@ -369,9 +389,18 @@ fn every_test_that_needs_failpoints_a_broker_or_a_tool_says_so_one_way() {
     eprintln!("{tests} tests; needing each: {counts:?}");
     assert!(wrong.is_empty(), "gates to fix:\n{}", wrong.join("\n"));
     // The reading above found what it is meant to find (it is not vacuous).
-    assert!(counts.get(&Need::Broker).is_some_and(|&n| n >= 30), "{counts:?}");
-    assert!(counts.get(&Need::Failpoints).is_some_and(|&n| n >= 8), "{counts:?}");
-    assert!(counts.get(&Need::Tools).is_some_and(|&n| n >= 4), "{counts:?}");
+    assert!(
+        counts.get(&Need::Broker).is_some_and(|&n| n >= 30),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&Need::Failpoints).is_some_and(|&n| n >= 8),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&Need::Tools).is_some_and(|&n| n >= 4),
+        "{counts:?}"
+    );
 }
 
 #[test]
@@ -430,10 +459,15 @@ fn the_test_broker_address_is_written_in_one_place() {
 #[test]
 fn the_source_reader_sees_through_strings_comments_and_chars() {
     let text = "fn a() { let s = \"}{\"; let c = '{'; // }\n helper(x); b::c(); y.d(); }\n\
-                /// doc\n#[test]\nfn e<'a>(x: &'a str) { a() }\n";
+                /// doc\n#[test]\nfn e<'a>(x: &'a str) { a() }\n\
+                #[test]\n#[cfg_attr(\n    all(p, q),\n    ignore = \"r\"\n)]\nfn f() {}\n";
     let found = items("x.rs", text);
     let names: Vec<&str> = found.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["a", "e"]);
+    assert_eq!(names, ["a", "e", "f"]);
+    assert_eq!(
+        found[2].attrs,
+        ["#[test]", "#[cfg_attr(all(p, q),ignore = \"r\")]"]
+    );
     assert_eq!(
         calls(&found[0].body),
         BTreeSet::from(["helper".to_string()])
@@ -453,7 +487,10 @@ fn the_opt_outs_are_named_in_the_readme_and_read_by_build_rs() {
         ("LOGFENCE_SKIP_BROKER_TESTS", "logfence_skip_broker"),
         ("LOGFENCE_SKIP_TOOL_TESTS", "logfence_skip_tools"),
     ] {
-        assert!(build.contains(&format!("(\"{var}\", \"{cfg}\")")), "build.rs: {var}");
+        assert!(
+            build.contains(&format!("(\"{var}\", \"{cfg}\")")),
+            "build.rs: {var}"
+        );
         assert!(readme.contains(var), "README.md names {var}");
         assert!(messages.contains(var), "the failure message names {var}");
     }

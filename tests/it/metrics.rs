@@ -129,7 +129,10 @@ fn start(queue: &str, tmp: &Path, extra: &[&str]) -> ConsumerProcess {
 
 #[test]
 #[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
-#[cfg_attr(all(logfence_skip_tools, not(logfence_skip_broker)), ignore = "LOGFENCE_SKIP_TOOL_TESTS is set")]
+#[cfg_attr(
+    all(logfence_skip_tools, not(logfence_skip_broker)),
+    ignore = "LOGFENCE_SKIP_TOOL_TESTS is set"
+)]
 fn metrics_count_a_mixed_batch_exactly_and_pass_promtool() {
     let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-mixed");
@@ -385,7 +388,10 @@ fn readyz_is_503_while_disconnected_and_healthz_stays_200() {
 
 #[test]
 #[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
-#[cfg_attr(all(feature = "failpoints", logfence_skip_broker), ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn readyz_turns_503_at_sigterm_while_the_drain_runs() {
     let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-drain");

@@ -364,7 +364,10 @@ fn wait_for_lines(sink: &Path, n: usize, consumer: &mut Consumer) -> Vec<String>
 
 #[test]
 #[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
-#[cfg_attr(all(logfence_skip_tools, not(logfence_skip_broker)), ignore = "LOGFENCE_SKIP_TOOL_TESTS is set")]
+#[cfg_attr(
+    all(logfence_skip_tools, not(logfence_skip_broker)),
+    ignore = "LOGFENCE_SKIP_TOOL_TESTS is set"
+)]
 fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_declaring() {
     // A missing broker fails here, saying so, before rabbitmqctl is asked about it.
     let _default_vhost = Rabbit::connect();
