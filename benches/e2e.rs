@@ -31,7 +31,11 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use logfence::amqp::topology::{QueueType, Topology};
 use logfence::consume::DEFAULT_MAX_DELIVERIES;
 
-const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+// The broker address, from the one place the integration tests read it too.
+#[path = "../tests/it/broker/address.rs"]
+mod address;
+use address::{broker_addr, url};
+
 const DEFAULT_N: usize = 200_000;
 /// The consumer's `--prefetch` and the raw loop's `basic.qos`.
 const PREFETCH: u16 = 1000;
@@ -43,22 +47,6 @@ const CONFIRM_BATCH: usize = 1000;
 const STALL: Duration = Duration::from_secs(30);
 const RSS_TARGET_MIB: f64 = 24.0;
 const RATIO_TARGET: f64 = 0.90;
-
-fn url() -> String {
-    std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
-
-/// host:port of the broker in [`url`].
-fn broker_addr() -> String {
-    let real = url();
-    let rest = real.rsplit_once('@').map_or(real.as_str(), |(_, r)| r);
-    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
-    rest.split('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("127.0.0.1:5672")
-        .to_string()
-}
 
 fn broker_answers(addr: &str) -> bool {
     let Ok(addrs) = addr.to_socket_addrs() else {

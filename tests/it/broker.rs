@@ -14,11 +14,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use logfence::amqp::topology::{QueueType, Topology};
 
-pub(crate) const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+mod address;
 
-pub(crate) fn url() -> String {
-    std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
+pub(crate) use address::{broker_addr, url};
 
 /// A lapin connection for the test's own side: declare, publish, inspect, delete.
 pub(crate) struct Rabbit {
@@ -28,8 +26,11 @@ pub(crate) struct Rabbit {
 }
 
 impl Rabbit {
-    /// `None` when no broker answers (and not under CI).
-    pub(crate) fn connect() -> Option<Rabbit> {
+    /// A connection to the test broker ([`url`]); panics, saying what to start, when none
+    /// answers. Every test that calls it carries `#[cfg_attr(logfence_skip_broker, ignore =
+    /// ...)]`, so `LOGFENCE_SKIP_BROKER_TESTS=1` at build time shows those tests as ignored
+    /// instead (see build.rs): a test that could not run never passes.
+    pub(crate) fn connect() -> Rabbit {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -44,20 +45,8 @@ impl Rabbit {
         });
         let conn = match conn {
             Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("no RabbitMQ at {}: {why}", url());
-                }
-                eprintln!(
-                    "SKIPPED: no RabbitMQ at {} ({why}); run scripts/broker.sh",
-                    url()
-                );
-                return None;
-            }
+            Ok(Err(e)) => no_broker(&e.to_string()),
+            Err(_) => no_broker("timed out after 5 s"),
         };
         let ch = rt.block_on(async {
             let ch = conn.create_channel().await.expect("channel");
@@ -66,11 +55,11 @@ impl Rabbit {
                 .expect("confirm mode");
             ch
         });
-        Some(Rabbit {
+        Rabbit {
             rt,
             _conn: conn,
             ch,
-        })
+        }
     }
 
     /// Declares the topology exactly as the consumer will.
@@ -188,6 +177,17 @@ impl Rabbit {
             }
         });
     }
+}
+
+/// The failure of a broker test that found no broker: what to start, and how to opt out.
+fn no_broker(why: &str) -> ! {
+    panic!(
+        "no RabbitMQ answers at {} ({why}).\n\
+         Start one with scripts/broker.sh, or point LOGFENCE_TEST_AMQP_URL at yours. To run \
+         without a broker, build the tests with LOGFENCE_SKIP_BROKER_TESTS=1: the broker tests \
+         then show as ignored.",
+        url()
+    )
 }
 
 /// A test's queue: unique, deleted (with its `.dead`) when the test ends, even on failure.

@@ -263,32 +263,32 @@ fn assert_only_the_poison_crashed(reports: &[Json], rule: &str, detail: &str) {
     assert_eq!(reports[2]["message"], "after 3");
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn check_reports_an_aborting_record_as_crashed_and_goes_on() {
     let (reports, code) = check_with_failpoint("render-abort");
     assert_only_the_poison_crashed(&reports, "crash", "SIGABRT");
     assert_eq!(code, Some(2));
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn check_reports_a_panicking_record_as_crashed_with_its_message() {
     let (reports, code) = check_with_failpoint("render-panic");
     assert_only_the_poison_crashed(&reports, "crash", "failpoint render-panic");
     assert_eq!(code, Some(2));
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn check_survives_unbounded_allocation_under_the_address_space_limit() {
     let (reports, code) = check_with_failpoint("render-alloc");
     assert_only_the_poison_crashed(&reports, "crash", "SIGABRT");
     assert_eq!(code, Some(2));
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn check_times_out_a_record_that_never_finishes() {
     let (reports, code) = check_with_failpoint("render-loop");
     assert_only_the_poison_crashed(&reports, "timeout", "500ms");

@@ -1,7 +1,8 @@
-//! `logfence consume` against the real RabbitMQ at 127.0.0.1:5672 (guest/guest; override with
-//! `LOGFENCE_TEST_AMQP_URL`): the built binary as a user runs it, fed by lapin from the
-//! test. Each test declares its own uniquely named queues and deletes them at the end.
-//! Without a broker the tests say so and pass, except under CI (`CI=true`), where they fail.
+//! `logfence consume` against the real RabbitMQ of `broker::url()` (guest/guest on this
+//! machine unless `LOGFENCE_TEST_AMQP_URL` says otherwise): the built binary as a user runs
+//! it, fed by lapin from the test. Each test declares its own uniquely named queues and
+//! deletes them at the end. Without a broker they fail, naming `scripts/broker.sh`; built
+//! with `LOGFENCE_SKIP_BROKER_TESTS=1` they show as ignored (build.rs).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::broker::{sink_lines, url, wait_until, Rabbit, TestQueue, TS};
+use super::broker::{broker_addr, sink_lines, url, wait_until, Rabbit, TestQueue, TS};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -169,10 +170,9 @@ fn header_str(h: &FieldTable, k: &str) -> Option<String> {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_writes_one_right_line_per_record_and_dead_letters_the_rejected() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "mixed", QueueType::Quorum);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
@@ -300,13 +300,7 @@ fn supervise(
 }
 
 fn poison_under_supervisor(queue_type: QueueType, what: &str) {
-    if !cfg!(feature = "failpoints") {
-        eprintln!("SKIPPED: needs the failpoints feature (cargo test --all-features)");
-        return;
-    }
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, what, queue_type);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
@@ -401,11 +395,21 @@ fn poison_under_supervisor(queue_type: QueueType, what: &str) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_poison_kills_the_main_process_at_most_once_and_only_it_is_dead_lettered() {
     poison_under_supervisor(QueueType::Quorum, "poison-quorum");
 }
 
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_poison_on_a_classic_queue_is_caught_by_the_redelivered_flag() {
     poison_under_supervisor(QueueType::Classic, "poison-classic");
 }
@@ -423,8 +427,8 @@ fn token_of(text: &str) -> Option<String> {
 fn sigterm_with_work_in_flight(
     what: &str,
     extra: &[&str],
-) -> Option<(usize, Vec<String>, Vec<String>, String)> {
-    let rabbit = Rabbit::connect()?;
+) -> (usize, Vec<String>, Vec<String>, String) {
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, what, QueueType::Classic);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
@@ -492,14 +496,13 @@ fn sigterm_with_work_in_flight(
         n,
         "nothing lost: every record is written or back in the queue"
     );
-    Some((at_signal, lines, left, stderr))
+    (at_signal, lines, left, stderr)
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_sigterm_finishes_work_in_flight_and_exits_0_with_nothing_lost_or_unacked() {
-    let Some((at_signal, lines, left, stderr)) = sigterm_with_work_in_flight("sigterm", &[]) else {
-        return;
-    };
+    let (at_signal, lines, left, stderr) = sigterm_with_work_in_flight("sigterm", &[]);
     assert!(
         lines.len() > at_signal,
         "the batch in flight at SIGTERM was finished"
@@ -522,17 +525,15 @@ fn consume_sigterm_finishes_work_in_flight_and_exits_0_with_nothing_lost_or_unac
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_sigterm_hands_back_what_the_drain_timeout_cuts_off() {
     // The signal can land between two batches ("draining in_flight=0"), with nothing to
     // hand back: that attempt still proves nothing is lost, but the drain timeout is only
     // exercised by an attempt that caught a batch in flight, so try up to three times.
     // (Regression: a single attempt failed under CI load.)
     for attempt in 1..=3 {
-        let Some((_, _, left, stderr)) =
-            sigterm_with_work_in_flight("drain-timeout", &["--drain-timeout", "1ms"])
-        else {
-            return;
-        };
+        let (_, _, left, stderr) =
+            sigterm_with_work_in_flight("drain-timeout", &["--drain-timeout", "1ms"]);
         assert!(!left.is_empty());
         if stderr.contains("draining in_flight=0") {
             eprintln!("attempt {attempt}: the signal landed between batches; again");
@@ -607,21 +608,10 @@ impl Proxy {
     }
 }
 
-/// host:port of the broker in [`url`].
-fn broker_addr() -> String {
-    let real = url();
-    let rest = real.rsplit_once('@').map_or(real.as_str(), |(_, r)| r);
-    rest.split('/')
-        .next()
-        .unwrap_or("127.0.0.1:5672")
-        .to_string()
-}
-
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_survives_broker_loss_mid_stream_without_loss_or_stale_acks() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "broker-loss", QueueType::Quorum);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
@@ -690,10 +680,9 @@ fn consume_survives_broker_loss_mid_stream_without_loss_or_stale_acks() {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_exits_78_on_an_existing_queue_of_other_arguments_and_deletes_nothing() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::bare(&rabbit, "mismatch");
     // Somebody's plain classic queue, with a message in it.
     rabbit.rt.block_on(async {
@@ -735,10 +724,13 @@ fn consume_exits_78_on_an_existing_queue_of_other_arguments_and_deletes_nothing(
 }
 
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "lastwords", QueueType::Classic);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.log");
@@ -804,9 +796,7 @@ fn consume_after_sigkill_reports_the_fingerprints_that_were_in_flight() {
 #[test]
 #[ignore]
 fn consume_throughput_figure() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let n: usize = std::env::var("LOGFENCE_E2E_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -865,10 +855,9 @@ fn consume_throughput_figure() {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_json_output_with_fallback_only_writes_every_line_and_dead_letters_nothing() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "json-fallback", QueueType::Quorum);
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = tmp.path().join("out.jsonl");
@@ -923,10 +912,9 @@ fn consume_json_output_with_fallback_only_writes_every_line_and_dead_letters_not
 /// again. A clean SIGTERM must leave every record either written once or back in the queue,
 /// never both.
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn consume_sigterm_on_a_quorum_queue_loses_no_ack() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     for round in 0..3 {
         let queue = TestQueue::new(&rabbit, "sigterm-quorum", QueueType::Quorum);
         let tmp = tempfile::tempdir().expect("tempdir");

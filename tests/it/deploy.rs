@@ -161,21 +161,23 @@ impl ConsumeHelp {
     }
 }
 
-/// `promtool`, or `None` (with a loud message) where it is missing and this is not CI.
-pub(crate) fn promtool() -> Option<PathBuf> {
+/// `promtool`; panics, saying how to install it, where it is missing. Every test that calls
+/// it carries `#[cfg_attr(logfence_skip_tools, ignore = ...)]`: `LOGFENCE_SKIP_TOOL_TESTS=1` at
+/// build time shows them as ignored instead (see build.rs).
+pub(crate) fn promtool() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("promtool"))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("promtool is missing (CI installs Debian's `prometheus` package)");
-        }
-        eprintln!(
-            "\n*** SKIPPED: promtool is not installed, so deploy/prometheus and the dashboard \
-             were NOT checked. apt-get install prometheus ***\n"
-        );
-    }
-    found
+    found.unwrap_or_else(|| missing_tool("promtool", "apt-get install prometheus"))
+}
+
+/// The failure of a test that needs a tool this machine lacks: how to get it, how to opt out.
+pub(crate) fn missing_tool(tool: &str, install: &str) -> ! {
+    panic!(
+        "{tool} is not installed, so this check could not run. Install it ({install}), or \
+         build the tests with LOGFENCE_SKIP_TOOL_TESTS=1 and the tests that need it show as \
+         ignored."
+    )
 }

@@ -139,9 +139,7 @@ fn fingerprints(listed: &[Value]) -> Vec<String> {
 }
 
 fn list_twice_leaves_depth_and_order(queue_type: QueueType, what: &str) {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, what, queue_type);
     let dead = format!("{}.dead", queue.name);
     // More than one give-back batch (32), so batch order matters too.
@@ -185,20 +183,21 @@ fn list_twice_leaves_depth_and_order(queue_type: QueueType, what: &str) {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_list_twice_leaves_a_classic_dlq_as_found_order_included() {
     list_twice_leaves_depth_and_order(QueueType::Classic, "dlq-list-classic");
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_list_twice_leaves_a_quorum_dlq_as_found_order_included() {
     list_twice_leaves_depth_and_order(QueueType::Quorum, "dlq-list-quorum");
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_list_shows_messages_the_broker_dead_lettered_at_its_delivery_limit() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     // Declared as the consumer does: x-delivery-limit 7 (--max-deliveries 5 + 2).
     let queue = TestQueue::new(&rabbit, "dlq-broker", QueueType::Quorum);
     let dead = format!("{}.dead", queue.name);
@@ -253,11 +252,8 @@ fn dlq_list_shows_messages_the_broker_dead_lettered_at_its_delivery_limit() {
 /// SIGINT once the listing holds some messages but not all: it must still give them all
 /// back, in order. The `dlq-hold` failpoint makes each take slow, so "mid-listing" is a
 /// state the test waits for, not a moment it guesses.
-#[cfg(feature = "failpoints")]
 fn sigint_mid_listing(queue_type: QueueType, what: &str) {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, what, queue_type);
     let dead = format!("{}.dead", queue.name);
     let bodies: Vec<Vec<u8>> = (0..80).map(record).collect();
@@ -313,23 +309,30 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn dlq_list_interrupted_by_sigint_leaves_a_quorum_dlq_intact() {
     sigint_mid_listing(QueueType::Quorum, "dlq-sigint-quorum");
 }
 
-#[cfg(feature = "failpoints")]
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn dlq_list_interrupted_by_sigint_leaves_a_classic_dlq_intact() {
     sigint_mid_listing(QueueType::Classic, "dlq-sigint-classic");
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_replay_moves_every_message_back_byte_for_byte_with_its_own_properties() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "dlq-replay", QueueType::Quorum);
     let dead = format!("{}.dead", queue.name);
     let mut bodies: Vec<Vec<u8>> = (0..70).map(record).collect();
@@ -438,10 +441,9 @@ fn width_record(i: usize, width: usize) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_replay_check_moves_exactly_the_messages_that_now_pass() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "dlq-check", QueueType::Quorum);
     let dead = format!("{}.dead", queue.name);
     // Under --max-width 50 every one is rejected; under the default 4096 only the
@@ -543,10 +545,9 @@ fn dlq_reports_an_unreachable_broker_without_its_password() {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_reports_a_missing_queue_with_exit_66_and_bad_flags_with_64() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::bare(&rabbit, "dlq-missing");
     let dead = format!("{}.dead", queue.name);
     for sub in ["list", "replay"] {
@@ -584,10 +585,9 @@ fn dlq_reports_a_missing_queue_with_exit_66_and_bad_flags_with_64() {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn dlq_list_of_an_empty_queue_exits_0_with_a_total_line() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::new(&rabbit, "dlq-empty", QueueType::Quorum);
     let dead = format!("{}.dead", queue.name);
     let out = run(&["dlq", "list", "--queue", &dead]);

@@ -9,6 +9,7 @@ mod dlq;
 mod docs;
 mod fixtures;
 mod fuzz_regressions;
+mod gating;
 mod incidents;
 mod isolation;
 mod json_lines;

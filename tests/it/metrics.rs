@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use super::broker::{sink_lines, wait_until, Rabbit, TestQueue, TS};
 use super::consume::{benign, spawn_consumer, ConsumerProcess};
+use super::deploy::promtool;
 use logfence::telemetry::names;
 
 /// The address the consumer logged once its endpoint was bound (it runs on port 0).
@@ -79,26 +80,15 @@ fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in {samples:#?}"))
 }
 
-/// `promtool check metrics` on the exposition; `None` when promtool is not installed here
-/// (outside CI, which installs it).
-fn promtool_check(exposition: &str) -> Option<String> {
-    let child = Command::new("promtool")
+/// `promtool check metrics` on the exposition.
+fn promtool_check(exposition: &str) -> String {
+    let child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "promtool is required under CI: {e}"
-            );
-            eprintln!("SKIPPED promtool check: {e} (apt-get install prometheus)");
-            return None;
-        }
-    };
+    let mut child = child.expect("run promtool");
     child
         .stdin
         .take()
@@ -115,7 +105,7 @@ fn promtool_check(exposition: &str) -> Option<String> {
         out.status.success(),
         "promtool check metrics failed:\n{said}"
     );
-    Some(said)
+    said
 }
 
 fn with_delivery_count(n: i64) -> BasicProperties {
@@ -138,10 +128,13 @@ fn start(queue: &str, tmp: &Path, extra: &[&str]) -> ConsumerProcess {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(logfence_skip_tools, not(logfence_skip_broker)),
+    ignore = "LOGFENCE_SKIP_TOOL_TESTS is set"
+)]
 fn metrics_count_a_mixed_batch_exactly_and_pass_promtool() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-mixed");
     let tmp = tempfile::tempdir().expect("tempdir");
     let incident = |i: usize| {
@@ -228,10 +221,9 @@ fn metrics_count_a_mixed_batch_exactly_and_pass_promtool() {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn metrics_series_are_all_there_at_zero_and_do_not_grow_with_random_content() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-cardinality");
     let tmp = tempfile::tempdir().expect("tempdir");
     let consumer = start(&queue.name, tmp.path(), &["--queue-type", "classic"]);
@@ -306,10 +298,9 @@ fn random_record(rng: &mut impl Rng) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn metrics_and_healthz_answer_while_the_consumer_is_flooded() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-flood");
     let tmp = tempfile::tempdir().expect("tempdir");
     let n = 60_000;
@@ -396,10 +387,13 @@ fn readyz_is_503_while_disconnected_and_healthz_stays_200() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+#[cfg_attr(
+    all(feature = "failpoints", logfence_skip_broker),
+    ignore = "LOGFENCE_SKIP_BROKER_TESTS is set"
+)]
 fn readyz_turns_503_at_sigterm_while_the_drain_runs() {
-    let Some(rabbit) = Rabbit::connect() else {
-        return;
-    };
+    let rabbit = Rabbit::connect();
     let queue = TestQueue::classic(&rabbit, "metrics-drain");
     let tmp = tempfile::tempdir().expect("tempdir");
     const MARKER: &str = "HOLD-THE-DRAIN";

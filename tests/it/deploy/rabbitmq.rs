@@ -21,7 +21,7 @@ use logfence::pipeline::Pipeline;
 use serde_json::Value;
 
 use super::super::broker::{sink_lines, url, wait_until, Rabbit, TS};
-use super::{json_file, yaml_documents};
+use super::{json_file, missing_tool, yaml_documents};
 
 const DEFINITIONS: &str = "deploy/rabbitmq/definitions.json";
 
@@ -125,17 +125,15 @@ fn definitions_declare_exactly_what_consume_declares() {
     );
 }
 
-/// `rabbitmqctl`, or `None` (with a message) where it is missing and this is not CI.
-fn rabbitmqctl(args: &[&str]) -> Option<String> {
+/// `rabbitmqctl` on this machine's broker node; panics, saying how to get it, where it is
+/// missing (its test carries the `logfence_skip_tools` opt-out, see build.rs).
+fn rabbitmqctl(args: &[&str]) -> String {
     let out = match Command::new("rabbitmqctl").args(args).output() {
         Ok(out) => out,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("rabbitmqctl is needed under CI: {e}");
-            }
-            eprintln!("SKIPPED: no rabbitmqctl ({e}); definitions.json was not loaded");
-            return None;
-        }
+        Err(e) => missing_tool(
+            "rabbitmqctl",
+            &format!("{e}; scripts/broker.sh installs rabbitmq-server, which has it"),
+        ),
     };
     assert!(
         out.status.success(),
@@ -143,7 +141,7 @@ fn rabbitmqctl(args: &[&str]) -> Option<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A vhost of the test's own, deleted (with everything in it) when dropped.
@@ -152,12 +150,12 @@ struct ScratchVhost {
 }
 
 impl ScratchVhost {
-    fn create() -> Option<ScratchVhost> {
+    fn create() -> ScratchVhost {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let name = format!("logfence-test-deploy-{}-{nanos}", std::process::id());
-        rabbitmqctl(&["add_vhost", &name])?;
+        rabbitmqctl(&["add_vhost", &name]);
         let vhost = ScratchVhost { name };
         rabbitmqctl(&[
             "set_permissions",
@@ -167,8 +165,8 @@ impl ScratchVhost {
             ".*",
             ".*",
             ".*",
-        ])?;
-        Some(vhost)
+        ]);
+        vhost
     }
 
     /// The test broker's URL with this vhost (its name needs no percent-encoding).
@@ -365,24 +363,23 @@ fn wait_for_lines(sink: &Path, n: usize, consumer: &mut Consumer) -> Vec<String>
 }
 
 #[test]
+#[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
+#[cfg_attr(
+    all(logfence_skip_tools, not(logfence_skip_broker)),
+    ignore = "LOGFENCE_SKIP_TOOL_TESTS is set"
+)]
 fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_declaring() {
-    // Under CI a missing broker fails in connect(); elsewhere the test says so and passes.
-    let Some(_default_vhost) = Rabbit::connect() else {
-        return;
-    };
-    let Some(vhost) = ScratchVhost::create() else {
-        return;
-    };
+    // A missing broker fails here, saying so, before rabbitmqctl is asked about it.
+    let _default_vhost = Rabbit::connect();
+    let vhost = ScratchVhost::create();
     let t = configured_topology();
     let dir = tempfile::tempdir().expect("tempdir");
     let defs_path = dir.path().join("definitions.json");
     std::fs::write(&defs_path, definitions_for(&vhost.name).to_string()).expect("write copy");
-    let Some(_) = rabbitmqctl(&[
+    rabbitmqctl(&[
         "import_definitions",
         defs_path.to_str().expect("utf-8 path"),
-    ]) else {
-        return;
-    };
+    ]);
     let vurl = vhost.url();
     let rabbit = rabbit_at(&vurl);
     // 3.10 imports asynchronously: wait until the topology is there.
@@ -401,8 +398,7 @@ fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_de
             &vhost.name,
             "name",
             "policy",
-        ])
-        .expect("rabbitmqctl ran before");
+        ]);
         out.lines()
             .filter_map(|l| l.split_once('\t'))
             .map(|(q, p)| (q.to_string(), p.trim().to_string()))
