@@ -12,5 +12,6 @@ mod incidents;
 mod isolation;
 mod metrics;
 mod properties;
+mod python_handler;
 mod readme;
 mod tls;
