@@ -36,7 +36,7 @@ fi
 
 # What is installed is named by a hash of the package's files.
 STAMP="$VENV/.logfence-handler.sha256"
-WANT="$(cd "$PKG" && find pyproject.toml README.md src -type f ! -name '*.pyc' -print0 |
+WANT="$(cd "$PKG" && find pyproject.toml README.md src -type f ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
   sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "pyenv.sh: pip install $PKG[test]" >&2
