@@ -95,8 +95,5 @@ fn python_handler_pytest_suite_passes_against_the_real_broker_and_binary() {
         status.success(),
         "pytest clients/python/tests failed ({status}):\n{output}"
     );
-    assert!(
-        output.contains(" passed"),
-        "pytest ran no test:\n{output}"
-    );
+    assert!(output.contains(" passed"), "pytest ran no test:\n{output}");
 }
