@@ -111,10 +111,15 @@ def _int_digits(n: int) -> str:
     return _int_digits(hi) + _int_digits(lo).zfill(k)
 
 
+# One encoder for every record (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+
+
 def _dumps(obj: Any) -> str:
     """JSON text; ints of any size exactly; NaN / Infinity as the literals logfence reads."""
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+        return _ENCODER.encode(obj)
     except ValueError:
         pass
     # An int past the digit limit somewhere: put a unique marker in its place, then the digits.
@@ -131,7 +136,7 @@ def _dumps(obj: Any) -> str:
             return {k: swap(x) for k, x in v.items()}
         return v
 
-    text = json.dumps(swap(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    text = _ENCODER.encode(swap(obj))
     for i, digits in enumerate(bigs):
         text = text.replace('"\\u0000logfence-int-%d\\u0000"' % i, digits, 1)
     return text
@@ -144,9 +149,7 @@ def _encode(obj: Dict[str, Any]) -> bytes:
     except UnicodeEncodeError:
         # A lone surrogate: written as a \ud800 escape, which logfence reads as U+FFFD with
         # an invalid-utf8 finding.
-        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=True).encode(
-            "ascii"
-        )
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
 
 
 # --- one argument under one conversion -----------------------------------------------------
