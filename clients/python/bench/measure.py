@@ -72,6 +72,12 @@ def main() -> None:
         emit_us(down, 1000)
         e = statistics.median(emit_us(down, n) for _ in range(3))
         down.close()
+        # The baseline, in the same run: the stdlib's StreamHandler to /dev/null, which
+        # formats the message and writes it (what most apps do today).
+        with open(os.devnull, "w") as devnull:
+            stream = logging.StreamHandler(devnull)
+            stream.emit(a_record())
+            b = statistics.median(emit_us(stream, n) for _ in range(3))  # type: ignore[arg-type]
         # ... and through logger.info (record creation included), the sender idle.
         down2 = LogfenceHandler(url="amqp://guest:guest@127.0.0.1:1/%2f", capacity=n, backoff_max=5)
         l = statistics.median(logger_us(down2, n) for _ in range(3))
@@ -113,6 +119,7 @@ def main() -> None:
 
         print("load average: %.1f (figures below are CPU time where it says so)" % os.getloadavg()[0])
         print("emit on the app thread, sender idle:      %.2f us CPU/record (median of 3 x %d)" % (e, n))
+        print("baseline: StreamHandler(/dev/null).emit:  %.2f us CPU/record (ratio %.2f)" % (b, e / b))
         print("logger.info -> emit, sender idle:         %.2f us CPU/record" % l)
         print("emit while the sender publishes:          %.2f us CPU/record" % emit_while_sending)
         print("sender with confirms:                     %.0f records/s (median of 3 x %d; %s)" % (

@@ -7,6 +7,7 @@ import datetime
 import decimal
 import enum
 import logging
+import os
 import random
 from typing import Any, Dict, List, Tuple
 
@@ -204,7 +205,10 @@ def test_message_equals_getmessage_or_both_refuse(consumer, handlers) -> None:
     oracle = Oracle()
     log.addHandler(oracle)
     h = handlers(log, queue=consumer.queue)
-    cases: List[Tuple[Any, Tuple[Any, ...]]] = CORPUS + generated(20261205, 400)
+    # More: LOGFENCE_DIFF_SEED / LOGFENCE_DIFF_CASES (the default run is 400 generated pairs).
+    seed = int(os.environ.get("LOGFENCE_DIFF_SEED", "20261205"))
+    count = int(os.environ.get("LOGFENCE_DIFF_CASES", "400"))
+    cases: List[Tuple[Any, Tuple[Any, ...]]] = CORPUS + generated(seed, count)
     for i, (msg, args) in enumerate(cases):
         log.info(msg, *args, extra={"case": i})
     for j, wrapped in enumerate(WRAPPED):
@@ -237,4 +241,5 @@ def test_message_equals_getmessage_or_both_refuse(consumer, handlers) -> None:
     assert not problems, "%d of %d differ:\n%s" % (len(problems), total, "\n".join(problems))
     # The corpus exercises both sides: plenty of records render, plenty are refused.
     assert refused > 20 and total - refused > 200, (refused, total)
+    print("differential: %d records, %d rendered equal, %d refused by both" % (total, total - refused, refused))
     assert h.stats()["dropped"] == 0
