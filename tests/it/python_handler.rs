@@ -57,21 +57,28 @@ fn python_handler_pytest_suite_passes_against_the_real_broker_and_binary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("pytest.log");
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pytest", "-q", "-rA", "--show-capture=stdout", "--durations=0"])
-        .args(["-p", "no:cacheprovider"])
-        .arg(repo().join("clients/python/tests"))
-        .current_dir(repo().join("clients/python"))
-        .env("LOGFENCE_BIN", env!("CARGO_BIN_EXE_logfence"))
-        .env("LOGFENCE_TEST_AMQP_URL", url())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).expect("log file"))
-        .stderr(Stdio::from(
-            std::fs::File::options()
-                .append(true)
-                .open(&log)
-                .expect("log file"),
-        ));
+    cmd.args([
+        "-m",
+        "pytest",
+        "-q",
+        "-rA",
+        "--show-capture=stdout",
+        "--durations=0",
+    ])
+    .args(["-p", "no:cacheprovider"])
+    .arg(repo().join("clients/python/tests"))
+    .current_dir(repo().join("clients/python"))
+    .env("LOGFENCE_BIN", env!("CARGO_BIN_EXE_logfence"))
+    .env("LOGFENCE_TEST_AMQP_URL", url())
+    .env("PYTHONDONTWRITEBYTECODE", "1")
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&log).expect("log file"))
+    .stderr(Stdio::from(
+        std::fs::File::options()
+            .append(true)
+            .open(&log)
+            .expect("log file"),
+    ));
     let started = Instant::now();
     let mut child = cmd
         .spawn()

@@ -196,13 +196,13 @@ class LogfenceHandler(logging.Handler):
         if self._thread is None:
             return not self._buffer
         self._report_drops(force=True)
+        self._wake()  # once: a missed wake-up costs the sender's 0.2 s tick, no more
         while True:
             with self._lock:
                 if not self._buffer and not self._reports and not self._inflight:
                     return True
             if time.monotonic() >= deadline or not self._thread.is_alive():
                 return False
-            self._wake()
             time.sleep(0.005)
 
     def close(self) -> None:
@@ -234,8 +234,12 @@ class LogfenceHandler(logging.Handler):
         t.start()
 
     def _wake(self) -> None:
+        """Tell the sender there is work. Never cuts a backoff wait short (only close()
+        does), so a flush or a burst of records cannot make it hammer a dead broker."""
         self._idle = False
-        self._wake_event.set()
+        if self._capture is not None:
+            self._wake_event.set()
+            return
         conn = self._conn
         if conn is not None:
             try:
@@ -365,6 +369,7 @@ class LogfenceHandler(logging.Handler):
         finally:
             self._conn = None
             self._channel = None
+            self._idle = False
             # What was published and not confirmed goes out again on the next connection.
             with self._lock:
                 lost = list(self._inflight.values())
