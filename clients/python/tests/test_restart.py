@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import TcpProxy, amqp_url, fields_of, own_logger, url_port, wait_until, with_port
+from conftest import (
+    TcpProxy, amqp_url, fields_of, free_port, own_logger, url_port, wait_until, with_port,
+)
 
 N = 6_000
 
@@ -41,3 +43,15 @@ def test_every_record_arrives_or_is_counted_across_a_restart(consumer, handlers)
     assert stats["dropped"] == 0, stats  # the buffer (10,000) held the outage
     print("restart: %d records, %d lines (%d duplicates), %s" % (
         N, len(consumer.lines()), len(consumer.lines()) - N, stats))
+
+
+def test_a_dead_node_in_the_url_list_costs_one_attempt(consumer, handlers) -> None:
+    dead = with_port(amqp_url(), free_port())
+    log = own_logger("cluster")
+    h = handlers(log, urls=[dead, amqp_url()], queue=consumer.queue, backoff_max=0.5)
+    for i in range(20):
+        log.info("record %d", i, extra={"seq": i})
+    assert h.flush(15), h.stats()
+    assert h.stats()["connections"] == 1
+    lines = consumer.wait_lines(20)
+    assert sorted(int(fields_of(l)["seq"]) for l in lines) == list(range(20))
