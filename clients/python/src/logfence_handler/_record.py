@@ -79,7 +79,7 @@ def _exact(v: Any) -> bool:
     if t is str or t is float or t is bool or v is None:
         return True
     if t is int:
-        return v.bit_length() <= _SAFE_INT_BITS
+        return bool(v.bit_length() <= _SAFE_INT_BITS)
     if t is list:
         return all(_exact(x) for x in v)
     if t is dict:
@@ -219,8 +219,8 @@ def _convert(v: Any, conv: str) -> _Conv:
 
 def _text(s: Any) -> str:
     if type(s) is not str:  # a str subclass from __str__ / __repr__
-        s = str.__str__(s)
-    return s
+        return str.__str__(s)
+    return str(s)
 
 
 def _refusal(v: Any) -> str:
@@ -418,7 +418,7 @@ def _percent(fmt: str, args: Any) -> Tuple[str, Any]:
     return "".join(out), sent_map
 
 
-def _convert_whole(args: Mapping, conv: str) -> _Conv:
+def _convert_whole(args: "Mapping[Any, Any]", conv: str) -> _Conv:
     # Always sent as its text (even a JSON-exact dict): the object sent holds other keys.
     return _convert(_Opaque(args), conv)
 
@@ -611,7 +611,7 @@ def _is_dollar(msg: Any) -> bool:
 
 def to_record(record: logging.LogRecord, extra: Optional[Dict[str, Any]] = None) -> bytes:
     """The logfence record for `record`, as the bytes of one JSON object (no newline)."""
-    msg = record.msg
+    msg: Any = record.msg
     args = record.args
     out: Dict[str, Any] = {}
     if not args and (_is_brace(msg) or _is_dollar(msg)):
