@@ -159,7 +159,10 @@ class LogfenceHandler(logging.Handler):
         except Exception:
             self._errors += 1
             return
-        self._append(body)
+        try:
+            self._append(body)
+        except Exception:  # e.g. no thread can be started: the record is lost, and counted
+            self._errors += 1
 
     def _append(self, body: bytes) -> None:
         if self._closed:
