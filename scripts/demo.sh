@@ -3,19 +3,23 @@
 # after the build.
 #
 # It makes sure a broker answers (scripts/broker.sh), builds the release binary (or uses
-# LOGFENCE_BIN), asks `logfence check` what it makes of a batch of records — ordinary chat
-# logs in the three styles, the incident's link verbatim and as a template, a Log4Shell
-# lookup, a CR/LF forgery, an attribute-access attack — then starts `logfence consume` on a
-# fresh quorum queue, publishes the batch with amqp-tools' `amqp-publish`, waits until every
-# message is settled, and shows the sink's lines, `logfence dlq list`, and the interesting
-# lines of /metrics. It stops the consumer with SIGTERM and deletes both of its queues, also
-# when something fails on the way (the shared exchange `logfence.dlx` stays: other consumers
-# use it).
+# LOGFENCE_BIN), and prepares a Python environment with logfence-handler (scripts/pyenv.sh,
+# target/py-venv). A small Python app (scripts/demo_app.py) logs a batch of records with the
+# standard `logging` module — ordinary chat logs in the three styles, the incident's link
+# verbatim and as a template, a Log4Shell lookup, a CR/LF forgery, an attribute-access
+# attack. The demo asks `logfence check` what it makes of them (the app's records captured
+# as files), then starts `logfence consume` on a fresh quorum queue, runs the app again to
+# publish the batch through the handler (app -> handler -> queue -> logfence -> sink), waits
+# until every message is settled, and shows the sink's lines, `logfence dlq list`, and the
+# interesting lines of /metrics. It stops the consumer with SIGTERM and deletes both of its
+# queues, also when something fails on the way (the shared exchange `logfence.dlx` stays:
+# other consumers use it).
 #
 # Environment: AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f), LOGFENCE_BIN (a
 # built binary: skip the build), DEMO_WAIT_SECS (bound of each wait, default 30).
-# Needs: bash, python3 (to read JSON and HTTP), amqp-tools (installed with apt-get when
-# missing and running as root or with sudo).
+# Needs: bash, python3 with venv and pip's access to PyPI (the app, and reading JSON and
+# HTTP), amqp-tools (amqp-delete-queue; installed with apt-get when missing and running as
+# root or with sudo).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -74,14 +78,14 @@ trap 'exit 143' TERM
 
 command -v python3 >/dev/null 2>&1 || die "python3 is required (the README's prerequisites)"
 
-if ! command -v amqp-publish >/dev/null 2>&1 || ! command -v amqp-delete-queue >/dev/null 2>&1; then
+if ! command -v amqp-delete-queue >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || die "amqp-tools is missing; install it (apt-get install amqp-tools) and run again"
     SUDO="sudo"
   fi
   command -v apt-get >/dev/null 2>&1 || die "amqp-tools is missing and there is no apt-get to install it"
-  echo "demo.sh: installing amqp-tools (amqp-publish, amqp-delete-queue)" >&2
+  echo "demo.sh: installing amqp-tools (amqp-delete-queue)" >&2
   $SUDO apt-get update >&2 || die "apt-get update failed"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends amqp-tools >&2 ||
     die "apt-get install amqp-tools failed"
@@ -103,35 +107,34 @@ else
 fi
 [ -x "$BIN" ] || die "no logfence binary at $BIN"
 
+# The app's Python: a venv with logfence-handler installed (made once, under target/).
+PY="$(scripts/pyenv.sh)" || die "no Python environment for the app (see scripts/pyenv.sh's message above)"
+
 STARTED=$SECONDS
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/logfence-demo.XXXXXX")"
 mkdir -p "$WORK/batch" "$WORK/state"
 
 # --- the batch -----------------------------------------------------------------------------
 
-# Ordinary records from fixtures/realistic, then the hostile ones. Names sort in publishing
-# order; each file is one message body, byte for byte.
-batch() { cp "$1" "$WORK/batch/$2"; }
-batch fixtures/realistic/chat-message-sent.json 01-chat-message-sent.json
-batch fixtures/realistic/chat-rate-limited.json 02-chat-rate-limited.json
-batch fixtures/realistic/chat-user-joined-brace.json 03-chat-user-joined-brace.json
-batch fixtures/realistic/deploy-dollar.json 04-deploy-dollar.json
-batch fixtures/realistic/http-access.json 05-http-access.json
-batch fixtures/realistic/chat-unicode-message.json 06-chat-unicode-message.json
-batch fixtures/realistic/verbatim-with-percent.json 07-verbatim-with-percent.json
-batch fixtures/realistic/plain-text-line.txt 08-plain-text-line.txt
-# The incident: `%24` is a URL-encoded `$`, so `%2400000000d` is a `%d` of width 2.4 billion.
-# Logged as a message it is harmless text; concatenated into a template it is the OOM.
-LINK='https://www.amazon.com/dp/B0CHX1W1XY?ref=%2400000000d&tag=chat-share-20'
-printf '{"msg": "user bob shared %s", "level": "info", "logger": "chat", "ts": "2026-11-22T10:00:12Z"}' \
-  "$LINK" >"$WORK/batch/09-incident-link-verbatim.json"
-printf '{"msg": "%%s shared %s", "args": ["bob"], "level": "info", "logger": "chat", "ts": "2026-11-22T10:00:12Z"}' \
-  "$LINK" >"$WORK/batch/10-incident-link-as-template.json"
-batch fixtures/poison/log4shell-lookup.json 11-log4shell-lookup.json
-batch fixtures/poison/crlf-injection.json 12-crlf-injection.json
-batch fixtures/poison/brace-attribute-dunder-class.json 13-attribute-access.json
+# The app's records, in the order it logs them: ordinary ones (the three template styles, a
+# verbatim `%`, a relayed plain-text line), then the hostile ones. The incident: `%24` is a
+# URL-encoded `$`, so `%2400000000d` is a `%d` of width 2.4 billion; logged as a message it
+# is harmless text, concatenated into a template it is the OOM. Captured by the handler
+# (capture mode: one JSON record per line), each record becomes one file for `check`, byte
+# for byte the body the handler publishes; the names sort in logging order.
+NAMES=(chat-message-sent chat-rate-limited chat-user-joined-brace deploy-dollar http-access
+  chat-unicode-message verbatim-with-percent plain-text-line incident-link-verbatim
+  incident-link-as-template log4shell-lookup crlf-injection attribute-access)
+"$PY" scripts/demo_app.py --capture "$WORK/capture.ndjson" || die "scripts/demo_app.py --capture failed"
+i=0
+while IFS= read -r body; do
+  ((i < ${#NAMES[@]})) || die "the app logged more records than the demo names"
+  printf '%s' "$body" >"$WORK/batch/$(printf '%02d' $((i + 1)))-${NAMES[$i]}.json"
+  i=$((i + 1))
+done <"$WORK/capture.ndjson"
 RECORDS=("$WORK"/batch/*)
 N=${#RECORDS[@]}
+[ "$N" -eq "${#NAMES[@]}" ] || die "the app logged $N records, the demo names ${#NAMES[@]}"
 
 echo "logfence demo"
 row broker "$(redacted "$AMQP_URL")"
@@ -164,7 +167,7 @@ PY
 
 # --- consume -------------------------------------------------------------------------------
 
-heading "2. logfence consume, then publish the batch"
+heading "2. logfence consume, then the app logs the batch through logfence-handler"
 QUEUES_DECLARED=1 # from here on, the queues may exist: delete them on the way out
 # RUST_LOG=info: the consumer logs the address it bound (port 0 picks a free one).
 RUST_LOG=info "$BIN" consume --queue "$QUEUE" --sink "file:$WORK/sink.log" --on-reject both \
@@ -197,18 +200,16 @@ wait_for() {
 }
 
 metrics_addr_logged() {
-  METRICS_ADDR="$(sed -n 's/.*metrics endpoint listening.*addr=\([0-9.:]*\).*/\1/p' "$WORK/consumer.log" | head -n 1)"
+  METRICS_ADDR="$(sed -n 's/.*metrics endpoint listening.*addr=\([0-9.:]*\).*/\1/p' "$WORK/consumer.log" 2>/dev/null | head -n 1)"
   [ -n "$METRICS_ADDR" ]
 }
 wait_for "metrics address in the consumer's log" metrics_addr_logged
 wait_for "/readyz 200 (connected and consuming)" http_get /readyz >/dev/null
 row consumer "pid $CONSUMER_PID; /metrics, /healthz, /readyz on $METRICS_ADDR; ready"
 
-for f in "${RECORDS[@]}"; do
-  amqp-publish --url="$AMQP_URL" --routing-key="$QUEUE" --persistent <"$f" ||
-    die "amqp-publish of $(basename "$f") failed"
-done
-row published "$N records to $QUEUE (amqp-publish, persistent)"
+"$PY" scripts/demo_app.py --url "$AMQP_URL" --queue "$QUEUE" ||
+  die "scripts/demo_app.py could not publish its records"
+row published "$N records to $QUEUE (scripts/demo_app.py, logfence-handler: persistent, confirmed)"
 
 # Settled = counted once in logfence_messages_total, whatever became of it.
 settled() {

@@ -15,5 +15,6 @@ mod isolation;
 mod json_lines;
 mod metrics;
 mod properties;
+mod python_handler;
 mod readme;
 mod tls;
