@@ -16,7 +16,7 @@ use logfence::amqp::topology::{QueueType, Topology};
 
 mod address;
 
-pub(crate) use address::{broker_addr, url};
+pub(crate) use address::{broker_addr, url, URL_VAR};
 
 /// A lapin connection for the test's own side: declare, publish, inspect, delete.
 pub(crate) struct Rabbit {
