@@ -225,7 +225,11 @@ pub fn push_exc_stack(line: &mut String, exc: Option<&str>, stack: Option<&str>)
 
 /// The escaped length [`push_exc_stack`] adds at most, when nothing needs escaping.
 pub fn exc_stack_len(exc: Option<&str>, stack: Option<&str>) -> usize {
-    [exc, stack].into_iter().flatten().map(|t| t.len() + 2).sum()
+    [exc, stack]
+        .into_iter()
+        .flatten()
+        .map(|t| t.len() + 2)
+        .sum()
 }
 
 /// Whether an escaped line stands for text that ends with a line feed.

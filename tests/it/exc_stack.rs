@@ -85,7 +85,10 @@ fn check_json_line_carries_exc_and_stack_escaped_after_the_message() {
         ),
         ("boom\n", format!("{head}boom\\nE\\nS")),
         ("m", format!("{head}m\\nS\\x1b[2J\\u2028\\u202e")),
-        ("m", format!("{head}m\\n%s {{0}} ${{x}} %(k)s {{0.__class__}}")),
+        (
+            "m",
+            format!("{head}m\\n%s {{0}} ${{x}} %(k)s {{0.__class__}}"),
+        ),
     ];
     for (r, (message, line)) in reports.iter().zip(&want) {
         assert_eq!(r["verdict"], "ok", "{r}");
@@ -140,7 +143,13 @@ fn check_cuts_exc_and_stack_each_to_the_output_limit_and_ignores_non_strings() {
         // straddles byte 64, so the cut falls before it).
         json!({"msg": "m", "ts": TS, "exc": long_exc, "stack": long_stack}),
     ];
-    for other in [json!(1), json!(null), json!(true), json!(["e"]), json!({"e": "x"})] {
+    for other in [
+        json!(1),
+        json!(null),
+        json!(true),
+        json!(["e"]),
+        json!({"e": "x"}),
+    ] {
         bodies.push(json!({"msg": "m", "ts": TS, "exc": other, "stack": other}));
     }
     let (reports, status) = check(&bodies, &["--max-output-bytes", "64"]);
@@ -242,8 +251,11 @@ fn text_line_with_exc_and_stack_is_cpython_formatter_output_escaped() {
         rec("é %s", json!(["日本"]), json!("ünïcode 🚀"), json!(null)),
     ];
     for fmt in ["{level:<5} {logger}: {message}", "{message} [{logger}]"] {
-        let python_fmt = fmt.replace("{level", "{levelname").replace("{logger", "{name");
+        let python_fmt = fmt
+            .replace("{level", "{levelname")
+            .replace("{logger", "{name");
         let want = python_lines(&python_fmt, &bodies);
+        assert_eq!(want.len(), bodies.len(), "python3 gave {want:?}");
         let (reports, _) = check(&bodies, &["--line-format", fmt]);
         for ((r, w), b) in reports.iter().zip(&want).zip(&bodies) {
             assert_eq!(r["line"], w.as_str(), "{fmt:?} {b}");
