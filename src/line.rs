@@ -19,6 +19,14 @@
 //! the template names and a record lacks renders as an empty string; a record field named
 //! like a built-in part (`message`, …) is shadowed by the part. Non-string field values
 //! appear as Python's `str()`.
+//!
+//! # Exception and stack text
+//!
+//! A record's `exc` and `stack` follow the rendered template as CPython's
+//! `logging.Formatter.format` appends them: a line feed (only when the line does not already
+//! end with one) and `exc`, then a line feed (same rule) and `stack`; escaped like every
+//! part, so the traceback stays on the record's one line. Each is cut to
+//! `--max-output-bytes` with the truncation marker first ([`cut_marked`]).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -54,6 +62,10 @@ pub struct LineParts<'a> {
     pub message: &'a str,
     /// The record's `fields`, if it had any.
     pub fields: Option<&'a IndexMap<String, Value>>,
+    /// The exception text, already cut ([`cut_marked`]), if the record had one.
+    pub exc: Option<&'a str>,
+    /// The stack text, already cut ([`cut_marked`]), if the record had one.
+    pub stack: Option<&'a str>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -195,6 +207,58 @@ fn lead_needs_escape(b: &[u8]) -> bool {
     }
 }
 
+/// Appends the exception and stack text to a rendered text line, as CPython's
+/// `Formatter.format` appends `exc_text` and `stack_info` to the formatted message: each
+/// preceded by a line feed unless the line already ends with one, escaped (so the feed is
+/// written `\n`); an empty one adds nothing, not even the feed (CPython tests them for
+/// truth). Whether the line ends with a line feed is read from its escaped form: a
+/// raw one (from the template's own text) or an `\n` escape (an `n` after an odd run of
+/// backslashes: escaped parts double every backslash of their own).
+pub fn push_exc_stack(line: &mut String, exc: Option<&str>, stack: Option<&str>) {
+    for text in [exc, stack].into_iter().flatten().filter(|t| !t.is_empty()) {
+        if !ends_with_line_feed(line) {
+            line.push_str("\\n");
+        }
+        escape_into(text, line);
+    }
+}
+
+/// The escaped length [`push_exc_stack`] adds at most, when nothing needs escaping.
+pub fn exc_stack_len(exc: Option<&str>, stack: Option<&str>) -> usize {
+    [exc, stack]
+        .into_iter()
+        .flatten()
+        .map(|t| t.len() + 2)
+        .sum()
+}
+
+/// Whether an escaped line stands for text that ends with a line feed.
+fn ends_with_line_feed(line: &str) -> bool {
+    if line.ends_with('\n') {
+        return true;
+    }
+    let Some(rest) = line.strip_suffix('n') else {
+        return false;
+    };
+    let run = rest.bytes().rev().take_while(|&b| b == b'\\').count();
+    run % 2 == 1
+}
+
+/// `s` cut to its first `limit` bytes at a character boundary and, when anything was cut,
+/// followed by `…[truncated N bytes]` (N = the bytes cut; the marker is outside the limit).
+/// Borrowed when it fits.
+pub fn cut_marked(s: &str, limit: usize) -> Cow<'_, str> {
+    let kept = floor_char_boundary(s, limit);
+    if kept == s.len() {
+        return Cow::Borrowed(s);
+    }
+    let cut = s.len() - kept;
+    let mut out = String::with_capacity(kept + truncated_len(cut));
+    out.push_str(&s[..kept]);
+    push_truncated(cut, &mut out);
+    Cow::Owned(out)
+}
+
 /// `level` upper-cased (`str.upper()`), borrowed when it already is.
 pub fn upper(level: &str) -> Cow<'_, str> {
     if level
@@ -227,11 +291,13 @@ pub fn field_str(v: &Value) -> Cow<'_, str> {
 
 /// The `--output json` line of one record, without the newline: `ts`, `level`, `logger`,
 /// `message`, then `fields` (when the record has any: an empty `fields` object is
-/// omitted, like an absent one) and `findings` (when there are any). Values are unescaped
+/// omitted, like an absent one), `exc` and `stack` (when the record has them, already
+/// cut) and `findings` (when there are any). Values are unescaped
 /// (JSON escapes them); strings follow the rule of every JSON line (see [`json_str`]), so
 /// the JSON line is as safe on a terminal as the text line and decodes to the same strings.
 pub fn json_line(parts: &LineParts<'_>, findings: &[Finding]) -> String {
-    let mut out = String::with_capacity(64 + parts.message.len());
+    let mut out =
+        String::with_capacity(64 + parts.message.len() + exc_stack_len(parts.exc, parts.stack));
     out.push_str("{\"ts\":");
     json_str(parts.ts, &mut out);
     out.push_str(",\"level\":");
@@ -243,6 +309,14 @@ pub fn json_line(parts: &LineParts<'_>, findings: &[Finding]) -> String {
     if let Some(fields) = parts.fields.filter(|f| !f.is_empty()) {
         out.push_str(",\"fields\":");
         json_object(fields, &mut out);
+    }
+    if let Some(exc) = parts.exc {
+        out.push_str(",\"exc\":");
+        json_str(exc, &mut out);
+    }
+    if let Some(stack) = parts.stack {
+        out.push_str(",\"stack\":");
+        json_str(stack, &mut out);
     }
     if !findings.is_empty() {
         out.push_str(",\"findings\":[");
@@ -869,6 +943,8 @@ mod tests {
             logger: "chat",
             message: "hi\n\u{202e}\u{1b}",
             fields: Some(&fields),
+            exc: None,
+            stack: None,
         };
         let f = [Finding::new(
             Rule::ControlChars,
@@ -896,10 +972,128 @@ mod tests {
             logger: "root",
             message: "m",
             fields: Some(&empty),
+            exc: None,
+            stack: None,
         };
         assert_eq!(
             json_line(&parts, &[]),
             r#"{"ts":"t","level":"INFO","logger":"root","message":"m"}"#
+        );
+    }
+
+    #[test]
+    fn exc_and_stack_follow_the_line_as_cpython_appends_them() {
+        let t = LineTemplate::default();
+        let line = |message: &str, exc: Option<&str>, stack: Option<&str>| {
+            t.render(&LineParts {
+                ts: "2026-11-22T10:00:00.000Z",
+                level: "error",
+                logger: "app",
+                message,
+                fields: None,
+                exc,
+                stack,
+            })
+        };
+        let head = "2026-11-22T10:00:00.000Z ERROR app: ";
+        let tb = "Traceback (most recent call last):\n  File \"a.py\"\nKeyError: 'k'";
+        assert_eq!(
+            line("boom", Some(tb), Some("Stack:\n  f()")),
+            format!(
+                "{head}boom\\nTraceback (most recent call last):\\n  File \"a.py\"\\n\
+                 KeyError: 'k'\\nStack:\\n  f()"
+            )
+        );
+        // A line feed only where the text so far does not end with one.
+        assert_eq!(
+            line("boom\n", Some("E\n"), Some("S")),
+            format!("{head}boom\\nE\\nS")
+        );
+        assert_eq!(line("m", None, Some("S")), format!("{head}m\\nS"));
+        // Empty texts add nothing (CPython tests them for truth).
+        assert_eq!(line("m", Some(""), Some("")), format!("{head}m"));
+        // A message ending in an escaped backslash and `n` is not a line feed.
+        assert_eq!(line("a\\n", Some("E"), None), format!("{head}a\\\\n\\nE"));
+        // Escaped like every part: nothing in them can start a second line.
+        let l = line("m", Some("\r\n\u{1b}[2J\u{2028}\u{202e}"), None);
+        assert_eq!(l, format!("{head}m\\n\\r\\n\\x1b[2J\\u2028\\u202e"));
+        // Any template: they follow the whole line, as in `Formatter.format`.
+        let t = LineTemplate::new("{message} [{logger}]").unwrap_or_default();
+        let parts = LineParts {
+            ts: "t",
+            level: "info",
+            logger: "app",
+            message: "m",
+            fields: None,
+            exc: Some("E"),
+            stack: None,
+        };
+        assert_eq!(t.render(&parts), "m [app]\\nE");
+        let t = LineTemplate::new("{message!r}").unwrap_or_default();
+        assert_eq!(t.render(&parts), "'m'\\nE");
+    }
+
+    #[test]
+    fn ends_with_line_feed_reads_the_escaped_line() {
+        for (escaped, lf) in [
+            ("", false),
+            ("n", false),
+            ("a\\n", true),
+            ("a\\\\n", false),
+            ("a\\\\\\n", true),
+            ("a\n", true),
+            ("a\\r", false),
+        ] {
+            assert_eq!(ends_with_line_feed(escaped), lf, "{escaped:?}");
+        }
+    }
+
+    #[test]
+    fn cut_marked_cuts_at_a_char_boundary_with_the_marker() {
+        assert!(matches!(cut_marked("abc", 3), Cow::Borrowed("abc")));
+        assert_eq!(cut_marked("abcdef", 4), "abcd…[truncated 2 bytes]");
+        // "é" is 2 bytes: a limit of 4 keeps "aé" (3 bytes) of "aéé" (5).
+        assert_eq!(cut_marked("aéé", 4), "aé…[truncated 2 bytes]");
+        assert_eq!(cut_marked("é", 1), "…[truncated 2 bytes]");
+        let long = "x".repeat(70_000);
+        let c = cut_marked(&long, 65_536);
+        assert_eq!(c.len(), 65_536 + truncated_len(70_000 - 65_536));
+        assert!(c.ends_with("…[truncated 4464 bytes]"));
+    }
+
+    #[test]
+    fn json_line_carries_exc_and_stack_after_fields_before_findings() {
+        let mut fields = IndexMap::new();
+        fields.insert("k".to_string(), s("v"));
+        let parts = LineParts {
+            ts: "t",
+            level: "error",
+            logger: "app",
+            message: "boom",
+            fields: Some(&fields),
+            exc: Some("Traceback:\n  \"x\"\u{202e}"),
+            stack: Some(""),
+        };
+        let f = [Finding::new(Rule::FormatLikeText, Some(0), "d")];
+        let line = json_line(&parts, &f);
+        assert_eq!(
+            line,
+            "{\"ts\":\"t\",\"level\":\"ERROR\",\"logger\":\"app\",\"message\":\"boom\",\
+             \"fields\":{\"k\":\"v\"},\"exc\":\"Traceback:\\n  \\\"x\\\"\\u202e\",\"stack\":\"\",\
+             \"findings\":[{\"rule\":\"format-like-text\",\"severity\":\"warn\",\"offset\":0,\
+             \"detail\":\"d\"}]}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(back["exc"], "Traceback:\n  \"x\"\u{202e}");
+        let parts = LineParts {
+            exc: None,
+            stack: Some("S"),
+            fields: None,
+            ..parts
+        };
+        assert_eq!(
+            json_line(&parts, &[]),
+            r#"{"ts":"t","level":"ERROR","logger":"app","message":"boom","stack":"S"}"#
         );
     }
 

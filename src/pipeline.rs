@@ -5,7 +5,8 @@
 //! is "parsing and rendering" (docs/rules.md), what `--alloc-budget` caps and `alloc_bytes`
 //! reports. The line is laid out after, outside the measurement: it is bounded by
 //! construction (the message, or its fallback with the template and the args' repr each
-//! cut to `--max-output-bytes`, around parts the body already holds), so it says nothing
+//! cut to `--max-output-bytes`, the exception and stack text each cut the same way, around
+//! parts the body already holds), so it says nothing
 //! about what a record made the parser or the formatter ask for.
 //! Nothing here awaits: that is what makes the measurement belong to this record alone.
 
@@ -258,12 +259,22 @@ impl Pipeline {
             (None, Ok(m)) => m.as_str(),
             (None, Err(_)) => "",
         };
+        // Exception and stack text: each cut to the output limit on its own, for an ok
+        // record and a fallback alike.
+        let exc = record
+            .and_then(|r| r.exc.as_deref())
+            .map(|t| line::cut_marked(t, limit));
+        let stack = record
+            .and_then(|r| r.stack.as_deref())
+            .map(|t| line::cut_marked(t, limit));
         let parts = LineParts {
             ts: &ts,
             level: record.map_or(record::DEFAULT_LEVEL, |r| r.level.as_str()),
             logger: record.map_or(record::DEFAULT_LOGGER, |r| r.logger.as_str()),
             message,
             fields: record.and_then(|r| r.fields.as_ref()),
+            exc: exc.as_deref(),
+            stack: stack.as_deref(),
         };
         match self.output {
             OutputFormat::Text => self.line.render(&parts),

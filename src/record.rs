@@ -16,9 +16,10 @@
 //!   seconds (an int, or a float rounded to microseconds as CPython's
 //!   `datetime.fromtimestamp`); `true`/`false` and anything outside the years 0000–9999 (the
 //!   years RFC 3339 can write) is "does not parse", i.e. absent;
-//! - `fields` that is not an object is ignored;
+//! - `fields` that is not an object is ignored; so is an `exc` or `stack` that is not a
+//!   string (they are verbatim text, never templates, kept whole here: the line cuts them);
 //! - a lone surrogate in a member of a structured record (`msg`, `args`, `style`, `level`,
-//!   `logger`, `ts`, `fields`, keys included) counts as invalid UTF-8; members outside
+//!   `logger`, `ts`, `fields`, `exc`, `stack`, keys included) counts as invalid UTF-8; members outside
 //!   the record's table are ignored, their strings too. A plain-text body is never
 //!   JSON-decoded, so its `\ud800` is six ASCII characters.
 //!
@@ -61,6 +62,10 @@ pub struct Record<'a> {
     pub ts: Option<DateTime<Utc>>,
     /// The `fields` object, in its order, when there is one (possibly empty).
     pub fields: Option<IndexMap<String, Value>>,
+    /// The exception text (a formatted traceback), verbatim, when `exc` is a string.
+    pub exc: Option<String>,
+    /// The stack text (`stack_info`), verbatim, when `stack` is a string.
+    pub stack: Option<String>,
     /// A JSON object with a string `msg` (as opposed to a plain-text body).
     pub structured: bool,
     /// The body was not valid UTF-8, or a JSON string of a structured record held a lone
@@ -124,6 +129,8 @@ impl<'a> Record<'a> {
             logger: DEFAULT_LOGGER.to_owned(),
             ts: None,
             fields: None,
+            exc: None,
+            stack: None,
             structured: false,
             invalid_utf8,
         }
@@ -142,7 +149,9 @@ impl<'a> Record<'a> {
 
 /// The members of a structured record, `msg` first; the others are checked as JSON but
 /// never built.
-const MEMBERS: [&str; 7] = ["msg", "args", "style", "level", "logger", "ts", "fields"];
+const MEMBERS: [&str; 9] = [
+    "msg", "args", "style", "level", "logger", "ts", "fields", "exc", "stack",
+];
 
 /// Decodes one body (an AMQP message or a file given to `check`). The message borrows
 /// from `body` when it can (valid UTF-8, and a JSON `msg` without escapes): a message may
@@ -233,6 +242,12 @@ fn structured<'a>(
         Some(Value::Dict(d)) => Some(*d),
         _ => None,
     };
+    let mut text = |k: &str| match take(k) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    };
+    let exc = text("exc");
+    let stack = text("stack");
     Record {
         msg,
         args,
@@ -241,6 +256,8 @@ fn structured<'a>(
         logger,
         ts,
         fields,
+        exc,
+        stack,
         structured: true,
         invalid_utf8,
     }

@@ -130,9 +130,10 @@ impl Plan {
 }
 
 impl Plan {
-    /// The line's length when nothing needs escaping and every padding is full.
+    /// The line's length when nothing needs escaping and every padding is full, the
+    /// record's `exc` and `stack` included (they follow the template).
     fn size_hint(&self, parts: &LineParts<'_>, field_names: &[String]) -> usize {
-        let mut size = 0usize;
+        let mut size = super::exc_stack_len(parts.exc, parts.stack);
         for piece in &self.pieces {
             size += match piece {
                 Piece::Literal(s) => s.len(),
@@ -251,6 +252,8 @@ mod tests {
                             logger: "ch\u{9f}at",
                             message,
                             fields,
+                            exc: None,
+                            stack: None,
                         };
                         assert_eq!(
                             t.render(&parts),
@@ -280,13 +283,20 @@ mod tests {
     #[test]
     fn a_plain_line_is_one_allocation() {
         let t = LineTemplate::new(super::super::DEFAULT_LINE_FORMAT).unwrap_or_default();
-        for (message, escaped) in [("x ".repeat(5000), false), ("x\n".repeat(5000), true)] {
+        let trace = "Traceback (most recent call last):  File x, line 1 ".repeat(100);
+        for (message, escaped, exc) in [
+            ("x ".repeat(5000), false, None),
+            ("x\n".repeat(5000), true, None),
+            ("x ".repeat(5000), false, Some(trace.as_str())),
+        ] {
             let parts = LineParts {
                 ts: "2026-11-22T10:00:00.000Z",
                 level: "WARN",
                 logger: "chat",
                 message: &message,
                 fields: None,
+                exc,
+                stack: exc,
             };
             let (line, bytes) = crate::alloc::measure(|| t.render(&parts));
             // Escapes (rare) may grow the buffer once or twice.

@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 
 use super::plan::Plan;
-use super::{escape, field_str, upper, LineParts};
+use super::{escape, field_str, push_exc_stack, upper, LineParts};
 use crate::config::Limits;
 use crate::format::{brace, Args, Reject};
 use crate::value::Value;
@@ -117,11 +117,15 @@ impl LineTemplate {
 
     /// The text line of one record, without the newline. Every part is escaped before it
     /// is formatted; a named field the record lacks is an empty string.
+    /// The record's `exc` and `stack` follow the template, as CPython appends them
+    /// ([`super::push_exc_stack`]).
     pub fn render(&self, parts: &LineParts<'_>) -> String {
-        if let Some(plan) = &self.plan {
-            return plan.render(parts, &self.field_names);
-        }
-        self.render_formatted(parts)
+        let mut line = match &self.plan {
+            Some(plan) => plan.render(parts, &self.field_names),
+            None => self.render_formatted(parts),
+        };
+        push_exc_stack(&mut line, parts.exc, parts.stack);
+        line
     }
 
     /// [`LineTemplate::render`] through the `{}` formatter: any template.
@@ -252,6 +256,8 @@ mod tests {
             logger: "chat",
             message,
             fields,
+            exc: None,
+            stack: None,
         }
     }
 

@@ -194,6 +194,33 @@ fn null_fields_are_absent_and_non_object_fields_ignored() {
 }
 
 #[test]
+fn exc_and_stack_are_verbatim_strings_and_other_values_are_ignored() {
+    let r = rec(
+        "{\"msg\":\"boom %s\",\"exc\":\"Traceback (most recent call last):\\n  \
+         File \\\"x.py\\\", line 1\\nValueError: %s {0}\",\"stack\":\"Stack (most recent call last):\\n\"}",
+    );
+    assert_eq!(
+        r.exc.as_deref(),
+        Some("Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: %s {0}")
+    );
+    assert_eq!(r.stack.as_deref(), Some("Stack (most recent call last):\n"));
+    for other in ["1", "null", "true", "[\"a\"]", "{\"k\":\"v\"}", "1e400"] {
+        let body = format!("{{\"msg\":\"m\",\"exc\":{other},\"stack\":{other}}}");
+        let r = rec(&body);
+        assert_eq!((r.exc, r.stack), (None, None), "{other}");
+        assert!(r.structured);
+    }
+    let r = rec("{\"msg\":\"m\",\"exc\":\"\",\"exc\":\"last\"}");
+    assert_eq!((r.exc.as_deref(), r.stack), (Some("last"), None));
+    let plain = rec("not json\n");
+    assert_eq!((plain.exc, plain.stack), (None, None));
+    // A lone surrogate in them is invalid UTF-8, like in every member of the record.
+    let r = rec("{\"msg\":\"m\",\"stack\":\"a\\ud800b\"}");
+    assert!(r.invalid_utf8);
+    assert_eq!(r.stack.as_deref(), Some("a\u{fffd}b"));
+}
+
+#[test]
 fn duplicate_msg_last_one_wins() {
     assert_eq!(rec("{\"msg\":\"a\",\"msg\":\"b\"}").msg, "b");
     assert!(!rec("{\"msg\":\"a\",\"msg\":1}").structured);

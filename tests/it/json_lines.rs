@@ -252,9 +252,9 @@ fn consume_json_output_and_json_logs_hold_no_raw_line_breaking_or_bidi_character
         .find(|o| o["message"] == format!("m{s} a{s}").as_str())
         .expect("the first record's line");
     assert_eq!(first["logger"], format!("l{s}").as_str());
-    // `exc` and `stack` ride along in the records, but logfence does not carry them into
-    // its lines yet: nothing to assert about them until it does.
     assert_eq!(first["fields"][format!("f{s}")], format!("v{s}").as_str());
+    assert_eq!(first["exc"], format!("e{s}").as_str());
+    assert_eq!(first["stack"], format!("st{s}").as_str());
     let rejected = objects
         .iter()
         .find(|o| {
@@ -271,6 +271,8 @@ fn consume_json_output_and_json_logs_hold_no_raw_line_breaking_or_bidi_character
             .map(|(_, t)| t),
         Some(format!("%99999d{s} ('d{}',)", python_repr_body(&s)).as_str()),
     );
+    assert_eq!(rejected["exc"], format!("e{s}").as_str());
+    assert_eq!(rejected.get("stack"), None);
 
     // The consumer's own logs: one JSON object per line, the queue name given back whole.
     let lines = stderr.bytes().filter(|&b| b == b'\n').count();

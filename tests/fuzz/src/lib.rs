@@ -459,6 +459,8 @@ pub fn line_escape(data: &[u8]) {
         logger,
         message,
         fields: None,
+        exc: None,
+        stack: None,
     };
     let level_e = line::escape(&line::upper(level)).into_owned();
     let pad = 5usize.saturating_sub(level_e.chars().count());
