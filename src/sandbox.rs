@@ -168,7 +168,11 @@ impl Sandbox {
             .args(&self.config.worker_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // A crash is reported by its panic message; a backtrace would only cost the
+            // worker time inside `--format-timeout` and turn a crash into a timeout.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0");
         // SAFETY: only async-signal-safe system calls (setrlimit, prctl) run between fork
         // and exec; nothing allocates or takes a lock.
         unsafe {
