@@ -129,6 +129,7 @@ pub async fn settle_batch(batch: Vec<(Acker, Fate)>) -> Tally {
             Ok(true) => batch.iter().for_each(|(_, fate)| tally.count(*fate)),
             Ok(false) | Err(_) => tally.unsettled += batch.len() as u64,
         }
+        hold().await;
         return tally;
     }
     for (acker, fate) in &batch {
@@ -138,7 +139,15 @@ pub async fn settle_batch(batch: Vec<(Acker, Fate)>) -> Tally {
             tally.unsettled += 1;
         }
     }
+    hold().await;
     tally
+}
+
+/// The `settle-hold` failpoint: a settlement held once the broker was told.
+async fn hold() {
+    if let Some(hold) = crate::faults::settle_hold() {
+        tokio::time::sleep(hold).await;
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod consume_memory;
 mod demo;
 mod deploy;
 mod differential;
+mod drain;
 mod dlq;
 mod fixtures;
 mod fuzz_regressions;
