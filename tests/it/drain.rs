@@ -61,9 +61,16 @@ fn drain_timeout_during_a_settlement_counts_each_delivery_once() {
         status.is_some_and(|s| s.success()),
         "unclean exit {status:?}:\n{stderr}"
     );
+    // The deadline landed inside the held settlement: that batch was already told.
+    let cut_short = stderr
+        .lines()
+        .filter(|l| l.contains("drain timeout"))
+        .filter_map(|l| l.split("already_settled=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .any(|n| n > 0);
     assert!(
-        stderr.contains("drain timeout"),
-        "the drain timeout never ran out:\n{stderr}"
+        cut_short,
+        "the drain timeout did not run out during a settlement:\n{stderr}"
     );
     assert!(
         !stderr.contains("PRECONDITION_FAILED") && !stderr.contains("unknown delivery tag"),
