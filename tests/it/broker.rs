@@ -20,6 +20,17 @@ pub(crate) fn url() -> String {
     std::env::var("LOGFENCE_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
+/// `host:port` of the broker in [`url`], for the tests' TCP proxies in front of it.
+pub(crate) fn broker_addr() -> String {
+    let real = url();
+    let rest = real.rsplit_once('@').map_or(real.as_str(), |(_, r)| r);
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    match rest.split('/').next() {
+        Some(addr) if !addr.is_empty() => addr.to_string(),
+        _ => panic!("LOGFENCE_TEST_AMQP_URL={real:?} names no host:port"),
+    }
+}
+
 /// A lapin connection for the test's own side: declare, publish, inspect, delete.
 pub(crate) struct Rabbit {
     pub(crate) rt: tokio::runtime::Runtime,
