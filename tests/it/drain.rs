@@ -25,7 +25,7 @@ fn drain_timeout_during_a_settlement_counts_each_delivery_once() {
     let sink = tmp.path().join("out.log");
     rabbit.publish(&queue.name, &(0..RECORDS).map(benign).collect::<Vec<_>>());
 
-    // The first batch's settlement is held for 3 s once the broker was told: the signal is sent
+    // The first batch's settlement is held for 10 s once the broker was told: the signal is sent
     // as soon as its lines are on the sink, so the 500 ms drain timeout runs out inside the
     // hold. The process then waits 3 s before it exits, so its final counts can be read.
     let mut consumer = spawn_consumer(
@@ -42,7 +42,7 @@ fn drain_timeout_during_a_settlement_counts_each_delivery_once() {
         ],
         &[(
             "FAILPOINTS",
-            "settle-hold=1*return(3000);exit-hold=sleep(3000)",
+            "settle-hold=1*return(10000);exit-hold=sleep(3000)",
         )],
         tmp.path().join("stderr.log"),
     );
