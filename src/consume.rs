@@ -254,6 +254,7 @@ async fn consume(settings: Settings, pipeline: Pipeline) -> u8 {
     if let Some(lw) = lastwords {
         lw.mark_clean();
     }
+    crate::faults::before_exit();
     status
 }
 

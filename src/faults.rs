@@ -10,8 +10,18 @@
 //! - `render-alloc`: allocates without bound (dies under the sandbox's address-space limit).
 //! - `render-loop`: spins forever (the sandbox's timeout ends it).
 //!
+//! In the consumer, holds that let a test land a signal or a deadline where it wants:
+//!
+//! - `settle-hold`: `return(MS)` holds a batch's settlement for MS milliseconds once the
+//!   broker has been told, so the drain timeout can run out while a settlement is under way
+//!   (`1*return(MS)`: the first batch only).
+//! - `exit-hold`: `sleep(MS)` holds `consume` for MS milliseconds after it stopped and logged
+//!   its totals, so a test can read the final `/metrics` before the process exits.
+//!
 //! Elsewhere: `dlq-hold` (src/dlq/hold.rs) pauses `dlq list` after each message it holds, so a
 //! test can interrupt a listing midway.
+
+use std::time::Duration;
 
 /// Every failpoint name, for tests and docs.
 pub const FAILPOINTS: [&str; 4] = [
@@ -30,6 +40,24 @@ pub fn before_render(msg: &str) {
     let _ = msg;
 }
 
+/// How long to hold a settlement once the broker was told (`settle-hold`); `None` unless armed.
+#[inline]
+pub fn settle_hold() -> Option<Duration> {
+    #[cfg(feature = "failpoints")]
+    {
+        armed::settle_hold()
+    }
+    #[cfg(not(feature = "failpoints"))]
+    None
+}
+
+/// Called once `consume` has stopped and logged its totals, just before it returns.
+#[inline]
+pub fn before_exit() {
+    #[cfg(feature = "failpoints")]
+    armed::before_exit();
+}
+
 /// Installs the failpoints named in `FAILPOINTS`; a no-op without the feature.
 pub fn setup() {
     #[cfg(feature = "failpoints")]
@@ -43,6 +71,20 @@ pub fn setup() {
 #[cfg(feature = "failpoints")]
 #[allow(clippy::panic)]
 mod armed {
+    use std::time::Duration;
+
+    pub fn settle_hold() -> Option<Duration> {
+        fail::fail_point!("settle-hold", |arg| {
+            arg.and_then(|ms| ms.trim().parse().ok())
+                .map(Duration::from_millis)
+        });
+        None
+    }
+
+    pub fn before_exit() {
+        fail::fail_point!("exit-hold");
+    }
+
     fn fires(arg: &Option<String>, msg: &str) -> bool {
         match arg.as_deref() {
             None | Some("") => true,

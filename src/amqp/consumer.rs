@@ -27,7 +27,7 @@ use lapin::{Acker, BasicProperties, Channel, Connection};
 use super::connect::{Backoff, Broker, HEALTHY_SESSION};
 use super::deadletter::{self, DeadLetterError, DeadLetterer, Reason};
 use super::delivery::Facts;
-use super::settle::{self, Fate, Tally};
+use super::settle::{self, Fate, Ledger, Tally};
 use super::suspects::Suspects;
 use super::topology::{Topology, TopologyError};
 use super::OnReject;
@@ -181,6 +181,10 @@ pub struct Consumer {
     drain: Drain,
     /// Settled deliveries so far, by outcome.
     tally: Tally,
+    /// The settlement of the batch in hand, kept here rather than in the future that settles
+    /// it: when that future is dropped midway (the drain timeout, a lost connection), what it
+    /// had told the broker is still counted, once.
+    in_flight: Option<Ledger>,
 }
 
 impl Consumer {
@@ -206,6 +210,7 @@ impl Consumer {
             shutdown,
             drain,
             tally: Tally::default(),
+            in_flight: None,
         }
     }
 
@@ -289,6 +294,10 @@ impl Consumer {
             error = lost => Err(SessionError::Broker(error)),
         };
         health().set_connected(false);
+        if let Some(ledger) = self.in_flight.take() {
+            // The loss ended the session in the middle of a batch.
+            self.count(ledger.abandon());
+        }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
         result
     }
@@ -480,6 +489,10 @@ impl Consumer {
 
     /// [`Consumer::finish`], unless the drain timeout runs out first: then what is not
     /// settled is handed back (nack, requeue) and the session ends.
+    ///
+    /// Each delivery is counted once, by what became of it: the batch's [`Ledger`] outlives
+    /// `finish`, so when the deadline drops it in the middle of settling, the deliveries it
+    /// had already told the broker keep their count, and only the others are handed back.
     async fn finish_bounded(
         &mut self,
         batch: Vec<Entry>,
@@ -491,31 +504,32 @@ impl Consumer {
         let suspects = &self.suspects;
         let pipeline = &self.pipeline;
         let config = &self.config;
+        let ledger = self.in_flight.insert(Ledger::new(batch.len()));
         let finished = tokio::select! {
-            r = finish(batch, suspects, pipeline, config, sink, dead) => Some(r),
+            r = finish(batch, suspects, pipeline, config, sink, dead, &mut *ledger) => Some(r),
             _ = drain.expired() => None,
         };
-        match finished {
-            Some((tally, result)) => {
-                self.count(tally);
-                result
-            }
+        let result = match finished {
+            Some(result) => result,
             None => {
-                // A settled acker refuses a second verdict (Ok(false)), so only the
-                // unsettled are nacked here.
-                let n = ackers.len();
-                let released =
-                    settle::settle_batch(ackers.into_iter().map(|a| (a, Fate::Released)).collect())
-                        .await;
-                self.count(released);
+                let told = ledger.told();
+                let requeued_before = ledger.tally().requeued;
+                let release: Vec<(Acker, Fate)> =
+                    ackers.into_iter().map(|a| (a, Fate::Released)).collect();
+                settle::settle_batch(&release, ledger).await;
                 tracing::warn!(
-                    in_batch = n,
-                    released = released.requeued,
+                    in_batch = release.len(),
+                    already_settled = told,
+                    released = ledger.tally().requeued - requeued_before,
                     "drain timeout: unsettled deliveries handed back"
                 );
                 Ok(())
             }
+        };
+        if let Some(ledger) = self.in_flight.take() {
+            self.count(ledger.tally());
         }
+        result
     }
 }
 
@@ -624,8 +638,8 @@ fn decide_sandboxed(
     })
 }
 
-/// Sandbox, write, dead-letter, settle: one batch, to the end. Returns what was settled
-/// and whether the session can go on.
+/// Sandbox, write, dead-letter, settle: one batch, to the end, settled into `ledger` (in
+/// batch order). Returns whether the session can go on.
 async fn finish(
     mut batch: Vec<Entry>,
     suspects: &Suspects,
@@ -633,7 +647,8 @@ async fn finish(
     config: &Config,
     sink: &mut Sink,
     dead: &DeadLetterer,
-) -> (Tally, Result<(), SessionError>) {
+    ledger: &mut Ledger,
+) -> Result<(), SessionError> {
     let mut failure = None;
     for entry in batch.iter_mut().filter(|e| matches!(e.plan, Plan::Suspect)) {
         if failure.is_some() {
@@ -668,14 +683,12 @@ async fn finish(
         .collect();
     if let Err(e) = sink.write(&lines).await {
         tracing::warn!(error = %e, lines = lines.len(), "sink write failed; handing the batch back");
-        let tally = settle::settle_batch(
-            batch
-                .into_iter()
-                .map(|e| (e.acker, Fate::Released))
-                .collect(),
-        )
-        .await;
-        return (tally, Err(e.into()));
+        let released: Vec<(Acker, Fate)> = batch
+            .into_iter()
+            .map(|e| (e.acker, Fate::Released))
+            .collect();
+        settle::settle_batch(&released, ledger).await;
+        return Err(e.into());
     }
     drop(lines);
 
@@ -724,8 +737,8 @@ async fn finish(
             (e.acker, fate)
         })
         .collect();
-    let tally = settle::settle_batch(settled).await;
-    (tally, failure.map_or(Ok(()), Err))
+    settle::settle_batch(&settled, ledger).await;
+    failure.map_or(Ok(()), Err)
 }
 
 /// What became of a delivery once the batch's lines are on the sink (`wrote`: it had one)

@@ -18,6 +18,7 @@ mod address;
 
 pub(crate) use address::{broker_addr, url, URL_VAR};
 
+
 /// A lapin connection for the test's own side: declare, publish, inspect, delete.
 pub(crate) struct Rabbit {
     pub(crate) rt: tokio::runtime::Runtime,
@@ -254,5 +255,60 @@ impl<'a> TestQueue<'a> {
     /// A unique classic queue with the consumer's topology declared.
     pub(crate) fn classic(rabbit: &'a Rabbit, what: &str) -> TestQueue<'a> {
         TestQueue::new(rabbit, what, QueueType::Classic)
+    }
+}
+
+/// What the broker holds for one queue: ready and unacknowledged messages, and consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Depth {
+    pub(crate) ready: u64,
+    pub(crate) unacked: u64,
+    pub(crate) consumers: u64,
+}
+
+impl Rabbit {
+    /// The queue's depth as the broker's node reports it (`rabbitmqctl list_queues`): a passive
+    /// declare counts only the ready messages, and a test that checks nothing was lost must
+    /// count the unacknowledged ones too. Panics (the test could not check) when rabbitmqctl is
+    /// missing or does not list the queue.
+    pub(crate) fn depth(&self, queue: &str) -> Depth {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["list_queues", "--quiet", "--no-table-headers", "--timeout", "30"])
+            .args(["name", "messages_ready", "messages_unacknowledged", "consumers"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("rabbitmqctl is needed to count unacknowledged messages ({e}); install rabbitmq-server (scripts/broker.sh)")
+            });
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "rabbitmqctl list_queues failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let row = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() == 4 && f[0] == queue)
+            .unwrap_or_else(|| panic!("rabbitmqctl does not list {queue}:\n{text}"));
+        let n = |s: &str| s.parse::<u64>().expect("a count");
+        Depth {
+            ready: n(row[1]),
+            unacked: n(row[2]),
+            consumers: n(row[3]),
+        }
+    }
+
+    /// The depth once no consumer holds anything any more (a stopped consumer's connection may
+    /// take the broker a moment to close): waits up to `limit` for no consumer and nothing
+    /// unacknowledged, then returns the depth whatever it is.
+    pub(crate) fn depth_at_rest(&self, queue: &str, limit: Duration) -> Depth {
+        let until = Instant::now() + limit;
+        loop {
+            let depth = self.depth(queue);
+            if (depth.consumers == 0 && depth.unacked == 0) || Instant::now() >= until {
+                return depth;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

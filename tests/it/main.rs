@@ -7,6 +7,7 @@ mod deploy;
 mod differential;
 mod dlq;
 mod docs;
+mod drain;
 mod exc_stack;
 mod fixtures;
 mod fuzz_regressions;

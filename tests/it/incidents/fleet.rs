@@ -12,7 +12,7 @@ use lapin::types::AMQPValue;
 
 use super::super::broker::{url, wait_until, Rabbit, TestQueue, TS};
 use super::super::consume::benign;
-use super::figure;
+use super::Goals;
 use logfence::amqp::topology::QueueType;
 
 const REPLICAS: usize = 4;
@@ -234,48 +234,34 @@ fn incident_the_chat_message_refused_without_an_oom_kill() {
         .map(|(_, h)| header_str(h, "x-logfence-rule"))
         .collect();
 
-    let s = "1 chat message";
-    let no_oom = figure(
-        s,
-        "OOM kills / deaths",
-        deaths.len(),
-        "0",
-        deaths.is_empty(),
-    );
-    let all = figure(
-        s,
+    let mut goals = Goals::new("1 chat message");
+    goals.goal("OOM kills / deaths", deaths.len(), "0", deaths.is_empty());
+    goals.goal(
         "distinct benign lines",
         counts.len(),
         "10000",
         counts.len() == 10_000,
     );
-    let dup = figure(
-        s,
+    goals.goal(
         "duplicate benign lines",
         duplicates,
         "0 (no redelivery)",
         duplicates == 0,
     );
-    let fallback = figure(
-        s,
+    goals.goal(
         "incident fallback lines",
         refused.len(),
         "2",
         refused.len() == 2,
     );
-    let dead = figure(
-        s,
+    goals.goal(
         "incident copies in DLQ",
         rules.join(","),
         "2",
         rules.len() == 2,
     );
-    figure(s, "replicas stopped cleanly", clean, "4", clean == REPLICAS);
-    assert!(
-        no_oom && all && dup && fallback && dead,
-        "deaths {deaths:?}\n{}",
-        fleet.stderr()
-    );
+    goals.goal("replicas stopped cleanly", clean, "4", clean == REPLICAS);
+    goals.check(format!("deaths {deaths:?}\n{}", fleet.stderr()));
 }
 
 #[test]
@@ -354,53 +340,33 @@ fn incident_the_crash_loop_is_one_death_then_the_dlq() {
     let ratio = if before > 0.0 { during / before } else { 0.0 };
     let counts = token_counts(&fleet.lines());
 
-    let s = "2 crash loop";
-    let once = figure(
-        s,
+    let mut goals = Goals::new("2 crash loop");
+    goals.goal(
         "main-process deaths",
         deaths.len(),
         "<= 1",
         deaths.len() <= 1,
     );
-    let bounded = figure(
-        s,
+    goals.goal(
         "poison deliveries before DLQ",
         deliveries,
         "<= 5",
         (1..=i64::from(MAX_DELIVERIES)).contains(&deliveries),
     );
-    figure(s, "poison DLQ rule", &rule, "crash", rule == "crash");
-    let all = figure(
-        s,
+    goals.goal("poison DLQ rule", &rule, "crash", rule == "crash");
+    goals.goal(
         "distinct benign lines",
         counts.len(),
         "200000",
         counts.len() == n,
     );
-    figure(
-        s,
-        "benign lines/s before",
-        format!("{before:.0}"),
-        "report",
-        true,
-    );
-    figure(
-        s,
-        "benign lines/s during episode",
-        format!("{during:.0}"),
-        "report",
-        true,
-    );
-    let kept_up = figure(
-        s,
+    goals.report("benign lines/s before", format!("{before:.0}"));
+    goals.report("benign lines/s during episode", format!("{during:.0}"));
+    goals.goal(
         "during / before",
         format!("{ratio:.2}"),
         ">= 0.80",
         ratio >= 0.8,
     );
-    assert!(
-        once && bounded && all && kept_up && rule == "crash",
-        "deaths {deaths:?}\n{}",
-        fleet.stderr()
-    );
+    goals.check(format!("deaths {deaths:?}\n{}", fleet.stderr()));
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use logfence::config::Limits;
 use logfence::pipeline::Pipeline;
 
-use super::figure;
+use super::Goals;
 
 const THREADS: usize = 8;
 const PER_THREAD: usize = 100_000;
@@ -113,29 +113,22 @@ fn incident_shared_state_no_bleed_and_exact_allocation_attribution() {
     let p99 = errors[errors.len() * 99 / 100];
     let max = errors.last().copied().unwrap_or(0.0);
     let records = THREADS * PER_THREAD;
-    let s = "4 shared state";
-    figure(s, "records rendered", records, "800000", records == 800_000);
-    figure(
-        s,
+    let mut goals = Goals::new("4 shared state");
+    goals.goal("records rendered", records, "800000", records == 800_000);
+    goals.report(
         "records/s (8 threads, 2 cores)",
         format!("{:.0}", records as f64 / elapsed.as_secs_f64()),
-        "report",
-        true,
     );
-    let no_bleed = figure(s, "cross-record bleed", bleed, "0", bleed == 0);
-    let exact = figure(
-        s,
+    goals.goal("cross-record bleed", bleed, "0", bleed == 0);
+    goals.goal(
         "alloc attribution error p99",
         format!("{:.2}%", p99 * 100.0),
         "<= 5%",
         p99 <= 0.05,
     );
-    figure(
-        s,
+    goals.report(
         "alloc attribution error max",
         format!("{:.2}%", max * 100.0),
-        "report",
-        true,
     );
-    assert!(no_bleed && exact, "bleed {bleed}, p99 error {p99}");
+    goals.check(format!("bleed {bleed}, p99 error {p99}"));
 }

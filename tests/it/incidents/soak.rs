@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::super::broker::{Rabbit, TestQueue, TS};
 use super::super::consume::{benign, spawn_consumer};
 use super::super::metrics::{metrics_addr, samples, scrape};
-use super::figure;
+use super::Goals;
 
 const RECORDS: usize = 1_000_000;
 
@@ -113,58 +113,48 @@ fn incident_soak_a_million_records_flat_memory_no_loss() {
         .copied()
         .unwrap_or(0.0);
 
-    let s = "6 soak";
+    let mut goals = Goals::new("6 soak");
     let kib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     let (lo, hi) = (
         rss.iter().copied().min().unwrap_or(0),
         rss.iter().copied().max().unwrap_or(0),
     );
     let flat = hi as f64 <= lo as f64 * 1.10;
-    figure(s, "RSS at 10%", kib(rss[0]), "report", true);
-    figure(s, "RSS at 50%", kib(rss[1]), "report", true);
-    figure(s, "RSS at 100%", kib(rss[2]), "report", true);
-    let flat = figure(
-        s,
+    goals.report("RSS at 10%", kib(rss[0]));
+    goals.report("RSS at 50%", kib(rss[1]));
+    goals.report("RSS at 100%", kib(rss[2]));
+    goals.goal(
         "RSS spread (max/min)",
         format!("{:.3}", hi as f64 / lo.max(1) as f64),
         "<= 1.10",
         flat,
     );
-    figure(
-        s,
+    goals.report(
         "publish rate",
         format!("{:.0}/s", RECORDS as f64 / publish_s),
-        "report",
-        true,
     );
-    figure(
-        s,
+    goals.report(
         "consume throughput",
         format!("{:.0}/s", settled / consume_s),
-        "report",
-        true,
     );
-    let no_loss = figure(s, "lines written", lines, "1000000", lines == RECORDS);
-    let all_benign = figure(
-        s,
+    goals.goal("lines written", lines, "1000000", lines == RECORDS);
+    goals.goal(
         "distinct benign tokens",
         tokens.len(),
         "900000",
         tokens.len() == benign_count,
     );
-    let dlq = figure(
-        s,
+    goals.goal(
         "DLQ copies = fallback lines",
         format!("{dead} = {fallback}"),
         "equal, 100000",
         dead == fallback && fallback == (RECORDS / 10) as f64,
     );
-    assert!(
+    goals.goal(
+        "clean exit",
+        format!("{status:?}"),
+        "exit 0",
         status.is_some_and(|s| s.success()),
-        "unclean exit: {status:?}"
     );
-    assert!(
-        flat && no_loss && all_benign && dlq,
-        "soak goals missed; rss {rss:?}"
-    );
+    goals.check(format!("rss {rss:?}"));
 }

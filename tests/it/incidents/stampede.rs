@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::super::broker::{wait_until, Rabbit, TestQueue};
 use super::super::consume::{spawn_consumer, ConsumerProcess};
 use super::super::metrics::{metrics_addr, samples};
-use super::figure;
+use super::Goals;
 
 const CONSUMERS: usize = 20;
 const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -116,10 +116,9 @@ fn incident_broker_restart_no_stampede_and_metrics_answer_throughout() {
     let total: f64 = attempts_by_second.values().sum();
     drop(consumers);
 
-    let s = "5 stampede";
-    figure(s, "consumers", CONSUMERS, "20", true);
-    let recovered = figure(
-        s,
+    let mut goals = Goals::new("5 stampede");
+    goals.goal("consumers", CONSUMERS, "20", CONSUMERS == 20);
+    goals.goal(
         "all reconnected after",
         format!(
             "{:.1} s (down {} s)",
@@ -129,21 +128,19 @@ fn incident_broker_restart_no_stampede_and_metrics_answer_throughout() {
         "all back",
         back,
     );
-    figure(s, "connection attempts", total, "report", true);
-    let spread = figure(
-        s,
+    goals.report("connection attempts", total);
+    goals.goal(
         "peak attempts in one second",
         peak,
         "<= 40",
         peak <= 2.0 * CONSUMERS as f64,
     );
     let pct = 100.0 * answered as f64 / asked.max(1) as f64;
-    let always = figure(
-        s,
+    goals.goal(
         "/metrics answered",
         format!("{pct:.1}% of {asked}"),
         "100%",
         answered == asked,
     );
-    assert!(recovered && spread && always, "{attempts_by_second:?}");
+    goals.check(format!("{attempts_by_second:?}"));
 }
