@@ -294,10 +294,15 @@ impl Consumer {
     }
 
     async fn consume_on(&mut self, connection: &Connection) -> Result<(), SessionError> {
-        let channel = connection.create_channel().await?;
-        if self.config.declare {
-            self.config.topology.declare(&channel).await?;
+        if self.config.declare && self.config.topology.declare_on(connection).await? {
+            tracing::warn!(
+                dead_letter_queue = %self.config.topology.dead_queue(),
+                "the dead-letter queue has no delivery limit of its own (declared by an older \
+                 logfence); left as it is: give it the policy of deploy/rabbitmq/definitions.json \
+                 so that RabbitMQ 4.0-4.2 never apply their default of 20 to it"
+            );
         }
+        let channel = connection.create_channel().await?;
         let dead = DeadLetterer::open(connection, &self.config.topology.queue).await?;
         let mut sink =
             Sink::open(&self.config.sink, self.config.sink_fsync, Some(connection)).await?;

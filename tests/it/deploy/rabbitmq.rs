@@ -20,7 +20,7 @@ use logfence::config::Limits;
 use logfence::pipeline::Pipeline;
 use serde_json::Value;
 
-use super::super::broker::{sink_lines, url, wait_until, Rabbit, TS};
+use super::super::broker::{rabbitmqctl_command, sink_lines, url, wait_until, Rabbit, TS};
 use super::{json_file, yaml_documents};
 
 const DEFINITIONS: &str = "deploy/rabbitmq/definitions.json";
@@ -125,9 +125,33 @@ fn definitions_declare_exactly_what_consume_declares() {
     );
 }
 
-/// `rabbitmqctl`, or `None` (with a message) where it is missing and this is not CI.
+/// The test broker's `rabbitmqctl` (see [`rabbitmqctl_command`]), or `None` (with a message)
+/// where it is missing and this is not CI.
 fn rabbitmqctl(args: &[&str]) -> Option<String> {
-    let out = match Command::new("rabbitmqctl").args(args).output() {
+    rabbitmqctl_with_input(args, None)
+}
+
+/// [`rabbitmqctl`] with `input` on its stdin: a file path would not reach a broker in a
+/// chroot, so definitions go in as `import_definitions -`.
+fn rabbitmqctl_with_input(args: &[&str], input: Option<&[u8]>) -> Option<String> {
+    use std::io::Write;
+    let mut command = rabbitmqctl_command();
+    command
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = command.spawn().and_then(|mut child| {
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(bytes)?;
+        }
+        child.wait_with_output()
+    });
+    let out = match out {
         Ok(out) => out,
         Err(e) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -181,7 +205,7 @@ impl ScratchVhost {
 
 impl Drop for ScratchVhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
+        let _ = rabbitmqctl_command()
             .args(["delete_vhost", &self.name])
             .output();
     }
@@ -375,12 +399,11 @@ fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_de
     };
     let t = configured_topology();
     let dir = tempfile::tempdir().expect("tempdir");
-    let defs_path = dir.path().join("definitions.json");
-    std::fs::write(&defs_path, definitions_for(&vhost.name).to_string()).expect("write copy");
-    let Some(_) = rabbitmqctl(&[
-        "import_definitions",
-        defs_path.to_str().expect("utf-8 path"),
-    ]) else {
+    let defs = definitions_for(&vhost.name).to_string();
+    let Some(_) = rabbitmqctl_with_input(
+        &["import_definitions", "-", "--format", "json"],
+        Some(defs.as_bytes()),
+    ) else {
         return;
     };
     let vurl = vhost.url();
