@@ -45,6 +45,10 @@ use crate::telemetry::names::{MessageOutcome, SandboxResult};
 /// How long closing a channel or connection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long past the drain timeout a shutdown still waits for the broker to confirm the
+/// consumer's cancel (see [`Consumer::drain`]).
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a memory pause may hold before the consumer takes one more batch anyway. It
 /// pauses between batches, holding nothing of its own; if memory has not fallen to the low
 /// watermark by then, what holds it is what waiting cannot free (the runtime's own, and the
@@ -408,9 +412,16 @@ impl Consumer {
         dead: &DeadLetterer,
     ) -> Result<(), SessionError> {
         let drain = self.drain.clone();
+        // The cancel-ok is waited for a little past the drain timeout: until it comes, the
+        // broker may still be sending, and a delivery that is not in the stream when the
+        // channel closes goes back counted (a close is a counted return on every version;
+        // the nack below is not, from RabbitMQ 4.3).
         let cancelled = tokio::select! {
             r = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default()) => r,
-            _ = drain.expired() => Ok(()),
+            _ = async {
+                drain.expired().await;
+                tokio::time::sleep(CANCEL_GRACE).await;
+            } => Ok(()),
         };
         cancelled?;
         // The cancel-ok came after every delivery the broker sent us, on the same channel:

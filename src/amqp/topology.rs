@@ -166,7 +166,9 @@ impl Topology {
                     .create_channel()
                     .await
                     .map_err(|e| classify("a channel for declaring".into(), e))?;
-                let older = self.declare_with(&retry, self.dead_queue_arguments_before_limit()).await;
+                let older = self
+                    .declare_with(&retry, self.dead_queue_arguments_before_limit())
+                    .await;
                 let _ = retry.close(200, "declared".into()).await;
                 older?;
                 true
@@ -186,7 +188,8 @@ impl Topology {
 
     /// Declares the exchange, both queues and the binding. Idempotent.
     pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
-        self.declare_with(channel, self.dead_queue_arguments()).await
+        self.declare_with(channel, self.dead_queue_arguments())
+            .await
     }
 
     async fn declare_with(

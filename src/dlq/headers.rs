@@ -18,9 +18,7 @@ use lapin::BasicProperties;
 use crate::amqp::deadletter::{
     DEAD_LETTERED_AT_HEADER, DELIVERIES_HEADER, DETAIL_HEADER, RULE_HEADER,
 };
-use crate::amqp::delivery::{
-    fingerprint, int_value, ACQUIRED_COUNT_HEADER, DELIVERY_COUNT_HEADER,
-};
+use crate::amqp::delivery::{fingerprint, int_value, ACQUIRED_COUNT_HEADER, DELIVERY_COUNT_HEADER};
 
 /// Every header logfence's consumer adds starts with this.
 pub const OURS_PREFIX: &str = "x-logfence-";
@@ -192,6 +190,22 @@ pub fn original_properties(properties: &BasicProperties) -> BasicProperties {
     } else {
         original.with_headers(kept)
     }
+}
+
+/// The properties as they are, minus the broker's delivery counts (`x-delivery-count`,
+/// `x-acquired-count`): what a renewed dead letter is published with (see `super::list`).
+pub fn without_delivery_counts(properties: &BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers() else {
+        return properties.clone();
+    };
+    let mut kept = FieldTable::default();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n != DELIVERY_COUNT_HEADER && n != ACQUIRED_COUNT_HEADER {
+            kept.insert(name.clone(), value.clone());
+        }
+    }
+    without_headers(properties).with_headers(kept)
 }
 
 /// Every property but the header table (lapin offers no way to unset one).

@@ -411,7 +411,7 @@ fn consume_poison_on_a_classic_queue_is_caught_by_the_redelivered_flag() {
 }
 
 /// The token of a benign record, in its line or its body.
-fn token_of(text: &str) -> Option<String> {
+pub(crate) fn token_of(text: &str) -> Option<String> {
     let rest = text.split("tok-").nth(1)?;
     rest.get(..6).map(str::to_string)
 }
