@@ -133,9 +133,20 @@ mounted() { grep -qs " $1 " /proc/mounts; }
 # Unmounts what we mounted under a chroot (before it is removed or after its node stops).
 unmount_under() {
   local dir="$1" m
-  for m in proc dev/pts dev; do
-    if mounted "$dir/$m"; then umount -l "$dir/$m" 2>/dev/null || true; fi
+  for m in tmp proc dev/pts dev; do
+    if mounted "$dir/$m"; then umount "$dir/$m" 2>/dev/null || umount -l "$dir/$m" 2>/dev/null || true; fi
   done
+}
+
+# Removes a chroot directory, never through a mount (the chroot's /tmp is the host's).
+remove_tree() {
+  local dir="$1"
+  [ -e "$dir" ] || return 0
+  unmount_under "$dir"
+  if grep -qs " $dir/" /proc/mounts; then
+    die "something is still mounted under $dir; not removing it"
+  fi
+  rm -rf --one-file-system "$dir"
 }
 
 build_chroot() {
@@ -144,8 +155,7 @@ build_chroot() {
     die "debootstrap is not installed (apt-get install debootstrap); it builds the $SUITE chroot for RabbitMQ $VERSION"
   local work="$ROOT.building" log="$BASE/$SUITE.build.log" script
   mkdir -p "$BASE"
-  unmount_under "$work"
-  rm -rf "$work"
+  remove_tree "$work"
   # bookworm's debootstrap has no script for forky: sid's is the same recipe.
   script="/usr/share/debootstrap/scripts/$SUITE"
   [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
@@ -173,7 +183,7 @@ build_chroot() {
   chroot "$work" dpkg-query -W -f '${Version}\n' rabbitmq-server >"$work/.logfence-rabbitmq-version" ||
     fail "rabbitmq-server is not installed in the chroot"
   unmount_under "$work"
-  rm -rf "$ROOT"
+  remove_tree "$ROOT"
   mv "$work" "$ROOT"
   say "  built in $((SECONDS - start)) s: rabbitmq-server $(cat "$ROOT/.logfence-rabbitmq-version")"
 }
@@ -198,10 +208,13 @@ EOF
   chroot "$ROOT" chown -R rabbitmq:rabbitmq /etc/rabbitmq /var/lib/rabbitmq /var/log/rabbitmq
 }
 
+# /tmp is the host's, so that a file a test writes under /tmp (definitions to import) has
+# the same path for the chroot's rabbitmqctl.
 mount_under() {
   mounted "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
   mounted "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
   mounted "$ROOT/dev/pts" || mount --bind /dev/pts "$ROOT/dev/pts"
+  mounted "$ROOT/tmp" || mount --bind /tmp "$ROOT/tmp"
 }
 
 chroot_started() { timeout 20 $(ctl_command) await_startup --timeout 15 >/dev/null 2>&1; }
@@ -213,6 +226,7 @@ chroot_start() {
     build_chroot
   fi
   if port_answers && chroot_started; then
+    mount_under
     return 0
   fi
   [ "$(id -u)" -eq 0 ] || die "starting RabbitMQ $VERSION in its chroot needs root"

@@ -123,6 +123,14 @@ fn definitions_declare_exactly_what_consume_declares() {
         cap["overflow"], "reject-publish",
         "a full DLQ refuses, it does not drop"
     );
+    // A dead-letter queue declared before it had a delivery limit of its own (which logfence
+    // accepts as it is) gets the same one from the policy: RabbitMQ 4.0-4.2 would otherwise
+    // apply a default of 20 to it, and drop messages listed more often than that.
+    assert_eq!(
+        cap["delivery-limit"].as_i64(),
+        Some(logfence::amqp::topology::DEAD_DELIVERY_LIMIT),
+        "the policy's delivery-limit is the dead-letter queue's own"
+    );
 }
 
 /// The test broker's `rabbitmqctl` (see [`rabbitmqctl_command`]), or `None` (with a message)
@@ -131,8 +139,7 @@ fn rabbitmqctl(args: &[&str]) -> Option<String> {
     rabbitmqctl_with_input(args, None)
 }
 
-/// [`rabbitmqctl`] with `input` on its stdin: a file path would not reach a broker in a
-/// chroot, so definitions go in as `import_definitions -`.
+/// [`rabbitmqctl`] with `input` on its stdin.
 fn rabbitmqctl_with_input(args: &[&str], input: Option<&[u8]>) -> Option<String> {
     use std::io::Write;
     let mut command = rabbitmqctl_command();
@@ -399,11 +406,19 @@ fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_de
     };
     let t = configured_topology();
     let dir = tempfile::tempdir().expect("tempdir");
-    let defs = definitions_for(&vhost.name).to_string();
-    let Some(_) = rabbitmqctl_with_input(
-        &["import_definitions", "-", "--format", "json"],
-        Some(defs.as_bytes()),
-    ) else {
+    // A file, not stdin (the Erlang of RabbitMQ 4.x cannot read a pipe there), under /tmp
+    // (which scripts/broker.sh shares with a broker's chroot), readable by the `rabbitmq`
+    // user that rabbitmqctl runs as.
+    let defs_path = dir.path().join("definitions.json");
+    std::fs::write(&defs_path, definitions_for(&vhost.name).to_string()).expect("write copy");
+    for (path, mode) in [(dir.path(), 0o755), (defs_path.as_path(), 0o644)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let Some(_) = rabbitmqctl(&[
+        "import_definitions",
+        defs_path.to_str().expect("utf-8 path"),
+    ]) else {
         return;
     };
     let vurl = vhost.url();
