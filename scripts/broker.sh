@@ -151,8 +151,14 @@ remove_tree() {
 
 build_chroot() {
   [ "$(id -u)" -eq 0 ] || die "building the $SUITE chroot needs root (debootstrap, chroot)"
-  command -v debootstrap >/dev/null 2>&1 ||
-    die "debootstrap is not installed (apt-get install debootstrap); it builds the $SUITE chroot for RabbitMQ $VERSION"
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 ||
+      die "debootstrap is not installed (and no apt-get to install it); it builds the $SUITE chroot for RabbitMQ $VERSION"
+    say "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >&2 ||
+      { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >&2; } ||
+      die "apt-get install debootstrap failed"
+  fi
   local work="$ROOT.building" log="$BASE/$SUITE.build.log" script
   mkdir -p "$BASE"
   remove_tree "$work"

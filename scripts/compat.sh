@@ -82,6 +82,7 @@ for v in "${VERSIONS[@]}"; do
     t1=$SECONDS
     # shellcheck disable=SC2086 # the test names are words
     LOGFENCE_TEST_AMQP_URL="$url" LOGFENCE_TEST_RABBITMQCTL="$ctl" CI=true RUST_BACKTRACE=0 \
+      LOGFENCE_CRASH_LOOP_RECORDS="${LOGFENCE_CRASH_LOOP_RECORDS:-20000}" \
       "$IT" --exact $tests --include-ignored --test-threads "$THREADS" --nocapture >"$log" 2>&1
     status=$?
     ran=$(grep -cE '^test .* \.\.\. (ok|FAILED)$' "$log")
