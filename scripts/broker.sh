@@ -133,7 +133,7 @@ mounted() { grep -qs " $1 " /proc/mounts; }
 # Unmounts what we mounted under a chroot (before it is removed or after its node stops).
 unmount_under() {
   local dir="$1" m
-  for m in tmp proc dev/pts dev; do
+  for m in tmp proc sys dev/pts dev; do
     if mounted "$dir/$m"; then umount "$dir/$m" 2>/dev/null || umount -l "$dir/$m" 2>/dev/null || true; fi
   done
 }

@@ -473,3 +473,157 @@ fn dlq_list_keeps_an_older_dead_letter_queue_whole_over_25_listings() {
         );
     }
 }
+
+/// A consumer that holds messages past the queue's consumer timeout (set low here with
+/// `x-consumer-timeout`, 3.12 and later): from 4.3 a quorum queue cancels it with
+/// `basic.cancel` and returns its messages uncounted; 4.0 closes its channel instead. Either
+/// way logfence consumes again within 5 s once it can, with `/readyz` 503 in between, and
+/// every record is written at least once. The sink is a FIFO the test stops reading, which
+/// is what holds the messages. 3.10 has no per-queue consumer timeout: the consumer stays.
+#[test]
+fn consume_consumes_again_after_the_consumer_timeout() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(rabbit) = Rabbit::connect() else {
+        return;
+    };
+    let v = broker_version();
+    let has_timeout = v
+        >= super::broker::BrokerVersion {
+            major: 3,
+            minor: 12,
+            patch: 0,
+        };
+    let queue = TestQueue::bare(&rabbit, "brokers-timeout");
+    let t = Topology::new(&queue.name, QueueType::Quorum, 5).expect("name");
+    rabbit.rt.block_on(async {
+        t.declare(&rabbit.ch).await.expect("topology");
+        rabbit
+            .ch
+            .queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+        let mut args = t.queue_arguments();
+        args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(1_000));
+        rabbit
+            .ch
+            .queue_declare(
+                queue.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+            .expect("the work queue with a consumer timeout")
+    });
+    let consumers = || {
+        rabbit.rt.block_on(async {
+            rabbit
+                .ch
+                .queue_declare(
+                    queue.name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive declare")
+                .consumer_count()
+        })
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fifo = tmp.path().join("sink.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Opened for reading first (without blocking), so the consumer's open does not wait.
+    let mut reader = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the FIFO");
+    let n = 3_000;
+    let bodies: Vec<Vec<u8>> = (0..n).map(benign).collect();
+    rabbit.publish_transient(&queue.name, &bodies);
+    let consumer = spawn_consumer(
+        &queue.name,
+        &fifo,
+        tmp.path(),
+        &["--no-declare", "--prefetch", "300"],
+        &[],
+        tmp.path().join("stderr.log"),
+    );
+    let addr = metrics_addr(&consumer);
+    assert!(
+        wait_until(Duration::from_secs(20), || consumers() == 1),
+        "{v}: never consumed:\n{}",
+        consumer.stderr()
+    );
+    // The pipe fills (64 KiB) and the consumer's write blocks with a batch unacked.
+    let held_since = Instant::now();
+    let timed_out = wait_until(Duration::from_secs(30), || consumers() == 0);
+    let held = held_since.elapsed();
+    assert_eq!(
+        timed_out,
+        has_timeout,
+        "{v}: the broker {} the consumer holding messages for {held:?}:\n{}",
+        if timed_out { "dropped" } else { "kept" },
+        consumer.stderr()
+    );
+    // Read everything from now on, and watch the consumer come back.
+    let unblocked = Instant::now();
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut saw_503 = false;
+    let mut back_after = None;
+    let mut tokens = std::collections::HashSet::new();
+    while unblocked.elapsed() < Duration::from_secs(30) && tokens.len() < n {
+        match reader.read(&mut buf) {
+            Ok(k) if k > 0 => text.extend_from_slice(&buf[..k]),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+        if has_timeout && back_after.is_none() {
+            match get_status(addr, "/readyz") {
+                Some(503) => saw_503 = true,
+                Some(200) if saw_503 && consumers() == 1 => {
+                    back_after = Some(unblocked.elapsed());
+                }
+                _ => {}
+            }
+        }
+        if let Some(end) = text.iter().rposition(|&b| b == b'\n') {
+            let complete = String::from_utf8_lossy(&text[..=end]).into_owned();
+            tokens.extend(complete.lines().filter_map(token_of));
+            text.drain(..=end);
+        }
+    }
+    let stderr = consumer.stderr();
+    assert_eq!(tokens.len(), n, "{v}: every record written:\n{stderr}");
+    if has_timeout {
+        assert!(saw_503, "{v}: /readyz never turned 503:\n{stderr}");
+        let back = back_after.unwrap_or_else(|| panic!("{v}: never consuming again:\n{stderr}"));
+        assert!(back < Duration::from_secs(5), "{v}: back after {back:?}");
+        figure(
+            "consumer-timeout",
+            "consuming again after the timeout",
+            format!("{} ms", back.as_millis()),
+            "< 5 s",
+            true,
+        );
+        eprintln!("{v}: consumer timed out after {held:?}; consuming again {back:?} after the sink unblocked");
+    } else {
+        figure(
+            "consumer-timeout",
+            "consumer kept",
+            "yes",
+            "no per-queue timeout",
+            true,
+        );
+    }
+}
