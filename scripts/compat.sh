@@ -17,10 +17,10 @@ cd "$(dirname "$0")/.."
 
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(3.10 4.0 4.3)
-THREADS="${COMPAT_THREADS:-3}"
+THREADS="${COMPAT_THREADS:-2}"
 
 # The matrix: row label, then the exact test names behind it. Each version runs all of them
-# in one test process, COMPAT_THREADS (3) at a time.
+# in one test process, COMPAT_THREADS (2) at a time.
 ROWS=(
   "consume: mixed batch, DLQ headers|consume::consume_writes_one_right_line_per_record_and_dead_letters_the_rejected"
   "poison with a crash (quorum)|consume::consume_poison_kills_the_main_process_at_most_once_and_only_it_is_dead_lettered"
