@@ -30,7 +30,6 @@ ROWS=(
   "SIGTERM drain timeout: nack|brokers::consume_sigterm_drain_hands_back_with_the_uncounted_verb"
   "reconnect: connection cut|consume::consume_survives_broker_loss_mid_stream_without_loss_or_stale_acks"
   "reconnect: basic.cancel|brokers::consume_consumes_again_after_the_broker_cancels_it"
-  "consumer timeout|brokers::consume_consumes_again_after_the_consumer_timeout"
   "returns: count, verb, place|brokers::quorum_returns_are_counted_and_placed_as_the_broker_version_does"
   "upgrade: older .dead accepted|brokers::consume_accepts_a_dead_letter_queue_declared_before_it_had_a_delivery_limit"
   "DLQ headers (broker's limit)|dlq::dlq_list_shows_messages_the_broker_dead_lettered_at_its_delivery_limit"
