@@ -45,6 +45,10 @@ use crate::telemetry::names::{MessageOutcome, SandboxResult};
 /// How long closing a channel or connection may take before we stop waiting for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long past the drain timeout a shutdown still waits for the broker to confirm the
+/// consumer's cancel (see [`Consumer::drain`]).
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a memory pause may hold before the consumer takes one more batch anyway. It
 /// pauses between batches, holding nothing of its own; if memory has not fallen to the low
 /// watermark by then, what holds it is what waiting cannot free (the runtime's own, and the
@@ -303,10 +307,15 @@ impl Consumer {
     }
 
     async fn consume_on(&mut self, connection: &Connection) -> Result<(), SessionError> {
-        let channel = connection.create_channel().await?;
-        if self.config.declare {
-            self.config.topology.declare(&channel).await?;
+        if self.config.declare && self.config.topology.declare_on(connection).await? {
+            tracing::warn!(
+                dead_letter_queue = %self.config.topology.dead_queue(),
+                "the dead-letter queue has no delivery limit of its own (declared by an older \
+                 logfence); left as it is: give it the policy of deploy/rabbitmq/definitions.json \
+                 so that RabbitMQ 4.0-4.2 never apply their default of 20 to it"
+            );
         }
+        let channel = connection.create_channel().await?;
         let dead = DeadLetterer::open(connection, &self.config.topology.queue).await?;
         let mut sink =
             Sink::open(&self.config.sink, self.config.sink_fsync, Some(connection)).await?;
@@ -412,9 +421,16 @@ impl Consumer {
         dead: &DeadLetterer,
     ) -> Result<(), SessionError> {
         let drain = self.drain.clone();
+        // The cancel-ok is waited for a little past the drain timeout: until it comes, the
+        // broker may still be sending, and a delivery that is not in the stream when the
+        // channel closes goes back counted (a close is a counted return on every version;
+        // the nack below is not, from RabbitMQ 4.3).
         let cancelled = tokio::select! {
             r = channel.basic_cancel(deliveries.tag(), BasicCancelOptions::default()) => r,
-            _ = drain.expired() => Ok(()),
+            _ = async {
+                drain.expired().await;
+                tokio::time::sleep(CANCEL_GRACE).await;
+            } => Ok(()),
         };
         cancelled?;
         // The cancel-ok came after every delivery the broker sent us, on the same channel:

@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 
 /// The header quorum queues stamp on redeliveries (absent on a first delivery).
 pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+/// The header RabbitMQ 4.3 and later stamp on every message handed out again, whatever
+/// brought it back (`x-delivery-count` there counts failed deliveries only).
+pub const ACQUIRED_COUNT_HEADER: &str = "x-acquired-count";
 
 /// SHA-256 of the body, 64 lower-case hex characters: how logs, last words and the
 /// `x-logfence-fingerprint` header name a message without showing it.

@@ -7,7 +7,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 /// The dead-letter exchange: direct, durable, shared by every logfence queue on the vhost
 /// (each queue's dead letters are routed by its own name).
@@ -17,6 +17,12 @@ pub const DEAD_SUFFIX: &str = ".dead";
 /// The queue's own `x-delivery-limit` is `--max-deliveries` + this: the broker's backstop,
 /// a little above ours, so that ours (which writes the `x-logfence-*` headers) acts first.
 pub const BROKER_LIMIT_MARGIN: u32 = 2;
+/// The dead-letter queue's own `x-delivery-limit` (quorum): large enough never to be reached.
+/// Without one, RabbitMQ 4.0–4.2 apply a default of 20 and count every message handed back,
+/// and a queue with no dead-letter exchange of its own drops what passes its limit: twenty
+/// `dlq list` runs would empty it. `-1` (unlimited on 4.x) is no way out: 3.x dead-letters
+/// such a message on its first return.
+pub const DEAD_DELIVERY_LIMIT: i64 = 1_000_000_000;
 /// AMQP short strings (queue names) are at most 255 bytes.
 pub const MAX_NAME: usize = 255;
 
@@ -118,15 +124,79 @@ impl Topology {
         args
     }
 
-    /// The dead-letter queue's arguments: the same type, nothing else.
+    /// The dead-letter queue's arguments: the same type, and for quorum a delivery limit
+    /// that is never reached ([`DEAD_DELIVERY_LIMIT`]).
     pub fn dead_queue_arguments(&self) -> FieldTable {
+        let mut args = self.dead_queue_arguments_before_limit();
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT),
+            );
+        }
+        args
+    }
+
+    /// What logfence declared its dead-letter queues with before they had a delivery limit
+    /// of their own: the type only. Such a queue is still accepted (see [`Topology::declare_on`]).
+    pub fn dead_queue_arguments_before_limit(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string(self.queue_type.as_str()));
         args
     }
 
+    /// [`Topology::declare`] on a channel of its own, and if the dead-letter queue exists
+    /// from before dead-letter queues had a delivery limit of their own (the broker refuses
+    /// a redeclaration with another argument and closes the channel), accepts it as it is
+    /// on a second channel: an upgrade keeps working, and nothing is deleted. Such a queue
+    /// is covered by the `delivery-limit` of the policy in `deploy/rabbitmq/definitions.json`,
+    /// and `logfence dlq list` renews messages whose delivery count grows (see
+    /// `src/dlq/list.rs`). Returns whether that older form was found.
+    pub async fn declare_on(&self, connection: &Connection) -> Result<bool, TopologyError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| classify("a channel for declaring".into(), e))?;
+        let first = self.declare(&channel).await;
+        let older = match first {
+            Err(TopologyError::Mismatch { ref what, .. })
+                if self.queue_type == QueueType::Quorum && *what == self.dead_what() =>
+            {
+                let retry = connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| classify("a channel for declaring".into(), e))?;
+                let older = self
+                    .declare_with(&retry, self.dead_queue_arguments_before_limit())
+                    .await;
+                let _ = retry.close(200, "declared".into()).await;
+                older?;
+                true
+            }
+            other => {
+                let _ = channel.close(200, "declared".into()).await;
+                other?;
+                false
+            }
+        };
+        Ok(older)
+    }
+
+    fn dead_what(&self) -> String {
+        format!("dead-letter queue '{}'", self.dead_queue())
+    }
+
     /// Declares the exchange, both queues and the binding. Idempotent.
     pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
+        self.declare_with(channel, self.dead_queue_arguments())
+            .await
+    }
+
+    async fn declare_with(
+        &self,
+        channel: &Channel,
+        dead_arguments: FieldTable,
+    ) -> Result<(), TopologyError> {
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -146,9 +216,9 @@ impl Topology {
             .map_err(|e| classify(exchange_what, e))?;
         let dead = self.dead_queue();
         channel
-            .queue_declare(short(&dead), durable, self.dead_queue_arguments())
+            .queue_declare(short(&dead), durable, dead_arguments)
             .await
-            .map_err(|e| classify(format!("dead-letter queue '{dead}'"), e))?;
+            .map_err(|e| classify(self.dead_what(), e))?;
         channel
             .queue_bind(
                 short(&dead),
@@ -204,6 +274,14 @@ mod tests {
         assert_eq!(get("x-dead-letter-routing-key"), Some(long_string("logs")));
         assert_eq!(get("x-delivery-limit"), Some(AMQPValue::LongLongInt(7)));
         assert_eq!(t.dead_queue(), "logs.dead");
+        let dead = t.dead_queue_arguments();
+        assert_eq!(
+            dead.inner().get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(DEAD_DELIVERY_LIMIT))
+        );
+        assert!(!t
+            .dead_queue_arguments_before_limit()
+            .contains_key("x-delivery-limit"));
     }
 
     #[test]
@@ -212,6 +290,7 @@ mod tests {
         let args = t.queue_arguments();
         assert!(!args.contains_key("x-delivery-limit"));
         assert!(!args.contains_key("x-overflow"));
+        assert!(!t.dead_queue_arguments().contains_key("x-delivery-limit"));
         assert_eq!(
             args.inner().get("x-queue-type"),
             Some(&long_string("classic"))

@@ -18,7 +18,7 @@ use lapin::BasicProperties;
 use crate::amqp::deadletter::{
     DEAD_LETTERED_AT_HEADER, DELIVERIES_HEADER, DETAIL_HEADER, RULE_HEADER,
 };
-use crate::amqp::delivery::{fingerprint, int_value, DELIVERY_COUNT_HEADER};
+use crate::amqp::delivery::{fingerprint, int_value, ACQUIRED_COUNT_HEADER, DELIVERY_COUNT_HEADER};
 
 /// Every header logfence's consumer adds starts with this.
 pub const OURS_PREFIX: &str = "x-logfence-";
@@ -160,16 +160,18 @@ fn timestamp(v: &AMQPValue) -> Option<DateTime<Utc>> {
 }
 
 /// Whether a header was added on the way into the dead-letter queue (by us or the broker),
-/// or by a quorum queue's delivery counting, and so is no part of the original message.
+/// or by a quorum queue's delivery counting (`x-delivery-count`, and from RabbitMQ 4.3
+/// `x-acquired-count`), and so is no part of the original message.
 pub fn is_added(name: &str) -> bool {
     name.starts_with(OURS_PREFIX)
         || name == X_DEATH
         || name == DELIVERY_COUNT_HEADER
+        || name == ACQUIRED_COUNT_HEADER
         || BROKER_DEATH_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The original message's properties: every property and header as published, minus what
-/// [`is_added`]. `x-delivery-count` goes too, or the work queue's consumer would take the
+/// [`is_added`]. `x-delivery-count` (and `x-acquired-count`) go too, or the work queue's consumer would take the
 /// replayed message for a redelivery. A header table left empty is dropped, as most
 /// publishers send none.
 pub fn original_properties(properties: &BasicProperties) -> BasicProperties {
@@ -188,6 +190,22 @@ pub fn original_properties(properties: &BasicProperties) -> BasicProperties {
     } else {
         original.with_headers(kept)
     }
+}
+
+/// The properties as they are, minus the broker's delivery counts (`x-delivery-count`,
+/// `x-acquired-count`): what a renewed dead letter is published with (see `super::list`).
+pub fn without_delivery_counts(properties: &BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers() else {
+        return properties.clone();
+    };
+    let mut kept = FieldTable::default();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n != DELIVERY_COUNT_HEADER && n != ACQUIRED_COUNT_HEADER {
+            kept.insert(name.clone(), value.clone());
+        }
+    }
+    without_headers(properties).with_headers(kept)
 }
 
 /// Every property but the header table (lapin offers no way to unset one).
@@ -428,6 +446,7 @@ mod tests {
             ("x-first-death-reason", long("rejected")),
             ("x-first-death-exchange", long("")),
             (DELIVERY_COUNT_HEADER, AMQPValue::LongLongInt(3)),
+            (ACQUIRED_COUNT_HEADER, AMQPValue::LongLongInt(5)),
         ])
         .with_message_id("m-1".into())
         .with_content_encoding("gzip".into())

@@ -18,14 +18,16 @@
 //!   in hash order. Batches of 32, each sent once the one before is visible, kept the order
 //!   of 100 and of 1,000 messages, three rounds each; batches of 64 did not;
 //! - a quorum queue puts a returned message at the *tail*, behind every message still
-//!   ready: giving back only the first half of a queue swaps the halves;
+//!   ready: giving back only the first half of a queue swaps the halves (3.10 without a
+//!   delivery limit; with one, and on every 4.x, a return goes to the *head*, in the order
+//!   returned: `tests/it/brokers.rs` pins what each version does);
 //! - a quorum queue can lose acks sent just before the channel closes (they wait in the
 //!   channel's queue client behind commands in flight, and the close drops them): 27 of 60
 //!   acked messages came back. A `basic.get` that finds the queue empty, after the acks and
 //!   before the close, flushed them every time (12 of 12 runs).
 //!
 //! So whoever holds part of a queue first takes the rest ([`Hold::take_rest`]): the queue is
-//! then held whole and comes back whole, and the last `basic.get`, empty, is the barrier
+//! then held whole and comes back whole (so head or tail makes no difference), and the last `basic.get`, empty, is the barrier
 //! that flushes the acks. It goes back in batches of at most [`GIVE_BACK_BATCH`], one
 //! `nack(multiple)` each, oldest first, the next batch only once the previous one shows in
 //! the ready count: each batch is one return command, in key order, queued behind the one

@@ -4,19 +4,40 @@
 //! read for its headers and fingerprint (its body is dropped at once); then all are given
 //! back, in order. A signal stops the reading, not the holding: the rest of the queue is
 //! still taken (unread) before anything goes back, since a quorum queue would put a
-//! half given back at the tail. Never an ack: a crash loses nothing. On a quorum queue each listing adds one to every message's `x-delivery-count`
-//! (the queue counts a requeue as a delivery); the dead-letter queue has no delivery limit,
-//! and a replay drops the header.
+//! half given back out of place. Never an ack for a message that is not already confirmed
+//! elsewhere: a crash loses nothing.
+//!
+//! Each listing hands every message back with a `basic.nack`, which a quorum queue counts as
+//! a delivery up to RabbitMQ 4.2 (`x-delivery-count` + 1; from 4.3 only `x-acquired-count`
+//! grows). The dead-letter queues logfence declares have a delivery limit that is never
+//! reached, but one an older logfence declared has none of its own, and 4.0-4.2 give it a
+//! default of 20, past which a message with nowhere to be dead-lettered is dropped. So once
+//! a listing sees a message whose count reached [`RENEW_AT`], it renews the queue: each
+//! message, from the head, is published again to the tail (the same body, properties and
+//! headers, minus the delivery counts) with a publisher confirm, and only then acked; then
+//! the queue is held whole and given back once, so that its acks are flushed and its order
+//! kept. The queue ends as it was, order included, with its counts back at one; a crash in
+//! the middle leaves a duplicate, never a loss. A replay drops both count headers.
 
 use std::io::Write;
 
-use super::headers::{format_time, DeadLetter};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+use lapin::{Confirmation, Connection};
+
+use super::headers::{format_time, without_delivery_counts, DeadLetter};
 use super::hold::{Hold, REST_SLACK};
 use super::{DlqError, EXIT_INTERRUPTED, EXIT_OK};
 use crate::amqp::connect::Broker;
+use crate::amqp::delivery::delivery_count;
 use crate::cli::DlqListArgs;
 use crate::line;
 use crate::shutdown::Shutdown;
+
+/// A listing that sees a message with this `x-delivery-count` renews the queue (see the
+/// module doc): well below the default limit of 20 that RabbitMQ 4.0-4.2 give a quorum
+/// queue without one, so that a listing interrupted or run concurrently still has room.
+pub const RENEW_AT: u64 = 10;
 
 /// What one listing found.
 #[derive(Debug)]
@@ -29,6 +50,8 @@ pub struct Listing {
     pub interrupted: bool,
     /// Every message went back in order (see [`super::hold`]).
     pub order_kept: bool,
+    /// Messages renewed because their delivery count grew (see the module doc).
+    pub renewed: usize,
 }
 
 /// Runs `dlq list`; returns the exit status.
@@ -62,6 +85,13 @@ pub async fn run(
             args.queue
         );
     }
+    if listing.renewed > 0 {
+        let _ = writeln!(
+            err,
+            "logfence dlq list: renewed {} messages of {} whose delivery count reached {RENEW_AT}, so the broker's delivery limit never drops them",
+            listing.renewed, args.queue
+        );
+    }
     if listing.interrupted {
         let _ = writeln!(
             err,
@@ -84,6 +114,7 @@ pub async fn list(args: &DlqListArgs, shutdown: &Shutdown) -> Result<Listing, Dl
         .await
         .map_err(DlqError::broker("opening a channel"))?;
     let mut entries = Vec::with_capacity(depth.min(100_000) as usize);
+    let mut most_counted = 0;
     while entries.len() < depth as usize && !shutdown.is_triggered() {
         let taken = hold
             .take()
@@ -91,6 +122,7 @@ pub async fn list(args: &DlqListArgs, shutdown: &Shutdown) -> Result<Listing, Dl
             .map_err(DlqError::broker(format!("reading '{}'", args.queue)))?;
         let Some(message) = taken else { break };
         let d = &message.delivery;
+        most_counted = most_counted.max(delivery_count(&d.properties).unwrap_or(0));
         entries.push(DeadLetter::read(
             &d.properties,
             d.routing_key.as_str(),
@@ -108,13 +140,68 @@ pub async fn list(args: &DlqListArgs, shutdown: &Shutdown) -> Result<Listing, Dl
         .give_back()
         .await
         .map_err(DlqError::broker(format!("giving back '{}'", args.queue)))?;
+    let mut order_kept = back.order_kept && reached_end;
+    let mut renewed = 0;
+    if most_counted >= RENEW_AT && !interrupted && order_kept {
+        let (n, kept) = renew(&connection, &args.queue, back.returned)
+            .await
+            .map_err(DlqError::broker(format!("renewing '{}'", args.queue)))?;
+        renewed = n;
+        order_kept = kept;
+    }
     super::close(&connection).await;
     Ok(Listing {
         entries,
         depth,
         interrupted,
-        order_kept: back.order_kept && reached_end,
+        order_kept,
+        renewed,
     })
+}
+
+/// Renews the first `n` messages of `queue` (see the module doc); returns how many, and
+/// whether the order was kept. On an error, whatever is held goes back with the channel
+/// (counted once more), and nothing unconfirmed was acked.
+pub async fn renew(
+    connection: &Connection,
+    queue: &str,
+    n: usize,
+) -> Result<(usize, bool), lapin::Error> {
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut hold = Hold::open(connection, queue).await?;
+    let mut renewed = 0;
+    while renewed < n {
+        let Some(message) = hold.take().await? else {
+            break;
+        };
+        let d = message.delivery;
+        let confirm = publisher
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &d.data,
+                without_delivery_counts(&d.properties),
+            )
+            .await?
+            .await?;
+        if !matches!(confirm, Confirmation::Ack(None)) {
+            // Not in the queue: the original stays, held, and goes back below.
+            break;
+        }
+        hold.ack(d.delivery_tag).await?;
+        renewed += 1;
+    }
+    let reached_end = hold.take_rest(n + REST_SLACK).await?;
+    let back = hold.give_back().await?;
+    let _ = publisher.close(200, "renewed".into()).await;
+    Ok((renewed, reached_end && back.order_kept))
 }
 
 /// One JSON object per message, in queue order, one line each for every line reader (see
@@ -253,6 +340,7 @@ mod tests {
             entries,
             interrupted: false,
             order_kept: true,
+            renewed: 0,
         }
     }
 

@@ -272,7 +272,7 @@ impl Rabbit {
     /// count the unacknowledged ones too. Panics (the test could not check) when rabbitmqctl is
     /// missing or does not list the queue.
     pub(crate) fn depth(&self, queue: &str) -> Depth {
-        let out = std::process::Command::new("rabbitmqctl")
+        let out = rabbitmqctl_command()
             .args(["list_queues", "--quiet", "--no-table-headers", "--timeout", "30"])
             .args(["name", "messages_ready", "messages_unacknowledged", "consumers"])
             .output()
@@ -311,4 +311,139 @@ impl Rabbit {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The command that reaches the test broker's `rabbitmqctl`: `LOGFENCE_TEST_RABBITMQCTL`,
+/// split on whitespace (for a broker in a chroot, e.g. what `scripts/broker.sh env 4.3`
+/// prints), else the host's own `rabbitmqctl`. Set it together with
+/// `LOGFENCE_TEST_AMQP_URL`: the two name the same broker.
+pub(crate) fn rabbitmqctl_command() -> std::process::Command {
+    let words = std::env::var("LOGFENCE_TEST_RABBITMQCTL").unwrap_or_default();
+    let mut words = words.split_whitespace();
+    let mut command = std::process::Command::new(words.next().unwrap_or("rabbitmqctl"));
+    command.args(words);
+    command
+}
+
+/// A RabbitMQ version, as the broker announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct BrokerVersion {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) patch: u32,
+}
+
+impl std::fmt::Display for BrokerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl BrokerVersion {
+    fn parse(text: &str) -> Option<BrokerVersion> {
+        let mut parts = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::parse::<u32>);
+        Some(BrokerVersion {
+            major: parts.next()?.ok()?,
+            minor: parts.next()?.ok()?,
+            patch: parts.next().and_then(Result::ok).unwrap_or(0),
+        })
+    }
+
+    fn at_least(self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+
+    /// Whether a quorum queue counts `basic.nack` with requeue in `x-delivery-count` (and
+    /// against its delivery limit): up to 4.2; from 4.3 only failures count
+    /// (`basic.reject`, a lost consumer) and a nack adds to `x-acquired-count` instead.
+    pub(crate) fn counts_nack(self) -> bool {
+        !self.at_least(4, 3)
+    }
+
+    /// Whether the broker stamps `x-acquired-count` (4.3 and later).
+    pub(crate) fn has_acquired_count(self) -> bool {
+        self.at_least(4, 3)
+    }
+
+    /// Whether a quorum queue without a limit of its own gets a default delivery limit (20,
+    /// from 4.0).
+    pub(crate) fn has_default_delivery_limit(self) -> bool {
+        self.at_least(4, 0)
+    }
+
+    /// Whether a quorum queue cancels a consumer that holds a message past its consumer
+    /// timeout (`basic.cancel`, the message returned uncounted) rather than closing its
+    /// channel: 4.3 and later.
+    pub(crate) fn cancels_on_consumer_timeout(self) -> bool {
+        self.at_least(4, 3)
+    }
+}
+
+/// The test broker's version, from the `server_properties` of its `connection.start`
+/// (lapin reads them but does not keep them, so the test opens a bare socket, reads the
+/// frame, and hangs up before authenticating).
+pub(crate) fn broker_version() -> BrokerVersion {
+    use std::io::{Read, Write};
+    let url = url();
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .unwrap_or_else(|e| panic!("LOGFENCE_TEST_AMQP_URL is not an AMQP URL: {e}"));
+    let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let mut socket = std::net::TcpStream::connect(&addr)
+        .unwrap_or_else(|e| panic!("no broker at {addr} to ask its version: {e}"));
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    socket.write_all(b"AMQP\x00\x00\x09\x01").expect("header");
+    let mut head = [0u8; 7];
+    socket.read_exact(&mut head).expect("connection.start");
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    let mut payload = vec![0u8; size];
+    socket.read_exact(&mut payload).expect("connection.start");
+    // The table entry: short string "version", type 'S', a long string.
+    let key = b"\x07versionS";
+    let at = payload
+        .windows(key.len())
+        .position(|w| w == key)
+        .unwrap_or_else(|| panic!("{addr} announced no version"));
+    let rest = &payload[at + key.len()..];
+    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let text = String::from_utf8_lossy(&rest[4..4 + len]).into_owned();
+    BrokerVersion::parse(&text).unwrap_or_else(|| panic!("{addr} announced version {text:?}"))
+}
+
+#[test]
+fn broker_version_parses_what_rabbitmq_announces() {
+    let v = |s| BrokerVersion::parse(s).expect("a version");
+    assert_eq!(
+        v("3.10.8"),
+        BrokerVersion {
+            major: 3,
+            minor: 10,
+            patch: 8
+        }
+    );
+    assert!(v("3.10.8").counts_nack() && !v("3.13.7").has_default_delivery_limit());
+    assert!(v("4.0.5").counts_nack() && v("4.0.5").has_default_delivery_limit());
+    assert!(!v("4.3.6").counts_nack() && v("4.3.6").has_acquired_count());
+    assert!(v("4.10.0").cancels_on_consumer_timeout());
+    assert_eq!(v("4.3.0-rc.1").to_string(), "4.3.0");
+}
+
+/// A figure of a broker-facing test, printed as `FIGURE|test|figure|value|goal|met` for
+/// `scripts/compat.sh`'s table; returns whether it was met (the test asserts it).
+pub(crate) fn figure(
+    test: &str,
+    name: &str,
+    value: impl std::fmt::Display,
+    goal: &str,
+    met: bool,
+) -> bool {
+    println!(
+        "FIGURE|{test}|{name}|{value}|{goal}|{}",
+        if met { "yes" } else { "NO" }
+    );
+    met
 }

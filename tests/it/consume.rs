@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::broker::{broker_addr, sink_lines, url, wait_until, Rabbit, TestQueue, TS};
+use super::broker::{broker_addr, figure, sink_lines, url, wait_until, Rabbit, TestQueue, TS};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -367,6 +367,23 @@ fn poison_under_supervisor(queue_type: QueueType, what: &str) {
     }
     assert!(!text.contains(MARKER), "the poison must not reach the sink");
     let dead = rabbit.take_all(&dead_queue);
+    let innocent = dead.iter().filter(|(b, _)| b != &bodies[poison_at]).count();
+    let poison_delivery = dead
+        .iter()
+        .find(|(b, _)| b == &bodies[poison_at])
+        .and_then(|(_, h)| match h.inner().get("x-logfence-deliveries") {
+            Some(AMQPValue::LongLongInt(n)) => Some(*n),
+            _ => None,
+        });
+    figure(what, "main-process deaths", deaths, "1", deaths == 1);
+    figure(
+        what,
+        "poison delivery at the DLQ",
+        poison_delivery.map_or("-".to_string(), |n| n.to_string()),
+        "2",
+        poison_delivery == Some(2),
+    );
+    figure(what, "innocent dead-lettered", innocent, "0", innocent == 0);
     assert_eq!(
         dead.len(),
         1,
@@ -415,7 +432,7 @@ fn consume_poison_on_a_classic_queue_is_caught_by_the_redelivered_flag() {
 }
 
 /// The token of a benign record, in its line or its body.
-fn token_of(text: &str) -> Option<String> {
+pub(crate) fn token_of(text: &str) -> Option<String> {
     let rest = text.split("tok-").nth(1)?;
     rest.get(..6).map(str::to_string)
 }
@@ -672,6 +689,13 @@ fn consume_survives_broker_loss_mid_stream_without_loss_or_stale_acks() {
     assert_eq!(seen.len(), n, "nothing lost");
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
     eprintln!("broker loss: {cuts} cuts, {duplicates} duplicate lines");
+    figure(
+        "broker-loss",
+        "duplicates after cuts",
+        duplicates,
+        "report",
+        true,
+    );
     assert!(
         duplicates <= cuts * prefetch,
         "{duplicates} duplicates exceed the in-flight window ({cuts} x {prefetch})"

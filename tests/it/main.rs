@@ -1,4 +1,5 @@
 mod broker;
+mod brokers;
 mod check_cli;
 mod consume;
 mod consume_memory;

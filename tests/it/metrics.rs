@@ -56,6 +56,11 @@ fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<(u16, S
     Ok((status, body.to_string()))
 }
 
+/// The status of `GET path`, or `None` when the endpoint did not answer within a second.
+pub(crate) fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    get(addr, path, Duration::from_secs(1)).ok().map(|(s, _)| s)
+}
+
 pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics", Duration::from_secs(10)).expect("GET /metrics");
     assert_eq!(status, 200);

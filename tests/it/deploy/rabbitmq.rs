@@ -20,7 +20,7 @@ use logfence::config::Limits;
 use logfence::pipeline::Pipeline;
 use serde_json::Value;
 
-use super::super::broker::{sink_lines, url, wait_until, Rabbit, TS};
+use super::super::broker::{rabbitmqctl_command, sink_lines, url, wait_until, Rabbit, TS};
 use super::{json_file, missing_tool, yaml_documents};
 
 const DEFINITIONS: &str = "deploy/rabbitmq/definitions.json";
@@ -123,12 +123,26 @@ fn definitions_declare_exactly_what_consume_declares() {
         cap["overflow"], "reject-publish",
         "a full DLQ refuses, it does not drop"
     );
+    // A dead-letter queue declared before it had a delivery limit of its own (which logfence
+    // accepts as it is) gets the same one from the policy: RabbitMQ 4.0-4.2 would otherwise
+    // apply a default of 20 to it, and drop messages listed more often than that.
+    assert_eq!(
+        cap["delivery-limit"].as_i64(),
+        Some(logfence::amqp::topology::DEAD_DELIVERY_LIMIT),
+        "the policy's delivery-limit is the dead-letter queue's own"
+    );
 }
 
-/// `rabbitmqctl` on this machine's broker node; panics, saying how to get it, where it is
-/// missing (its test carries the `logfence_skip_tools` opt-out, see build.rs).
+/// The test broker's `rabbitmqctl` (see [`rabbitmqctl_command`]); panics, saying how to get
+/// it, where it is missing (its test carries the `logfence_skip_tools` opt-out, see build.rs).
 fn rabbitmqctl(args: &[&str]) -> String {
-    let out = match Command::new("rabbitmqctl").args(args).output() {
+    let out = rabbitmqctl_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    let out = match out {
         Ok(out) => out,
         Err(e) => missing_tool(
             "rabbitmqctl",
@@ -179,7 +193,7 @@ impl ScratchVhost {
 
 impl Drop for ScratchVhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
+        let _ = rabbitmqctl_command()
             .args(["delete_vhost", &self.name])
             .output();
     }
@@ -374,8 +388,15 @@ fn definitions_load_into_the_broker_and_consume_accepts_them_with_and_without_de
     let vhost = ScratchVhost::create();
     let t = configured_topology();
     let dir = tempfile::tempdir().expect("tempdir");
+    // A file, not stdin (the Erlang of RabbitMQ 4.x cannot read a pipe there), under /tmp
+    // (which scripts/broker.sh shares with a broker's chroot), readable by the `rabbitmq`
+    // user that rabbitmqctl runs as.
     let defs_path = dir.path().join("definitions.json");
     std::fs::write(&defs_path, definitions_for(&vhost.name).to_string()).expect("write copy");
+    for (path, mode) in [(dir.path(), 0o755), (defs_path.as_path(), 0o644)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
     rabbitmqctl(&[
         "import_definitions",
         defs_path.to_str().expect("utf-8 path"),

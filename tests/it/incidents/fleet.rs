@@ -271,7 +271,15 @@ fn incident_the_crash_loop_is_one_death_then_the_dlq() {
     let queue = TestQueue::new(&rabbit, "crash-loop", QueueType::Quorum);
     let tmp = tempfile::tempdir().expect("tempdir");
     const MARKER: &str = "POISON-ABORT";
-    let n = 200_000;
+    // scripts/compat.sh runs it on every broker version with fewer records
+    // (LOGFENCE_CRASH_LOOP_RECORDS); throughput is then too short-lived to measure, so the
+    // ratio is reported, not held to its goal.
+    const FULL: usize = 200_000;
+    let n = std::env::var("LOGFENCE_CRASH_LOOP_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n >= 2)
+        .unwrap_or(FULL);
     let mut bodies: Vec<Vec<u8>> = (0..n / 2).map(benign).collect();
     bodies.push(
         serde_json::json!({"msg": format!("{MARKER} %s"), "args": ["x"], "ts": TS})
@@ -357,7 +365,7 @@ fn incident_the_crash_loop_is_one_death_then_the_dlq() {
     goals.goal(
         "distinct benign lines",
         counts.len(),
-        "200000",
+        &n.to_string(),
         counts.len() == n,
     );
     goals.report("benign lines/s before", format!("{before:.0}"));
@@ -365,8 +373,8 @@ fn incident_the_crash_loop_is_one_death_then_the_dlq() {
     goals.goal(
         "during / before",
         format!("{ratio:.2}"),
-        ">= 0.80",
-        ratio >= 0.8,
+        if n == FULL { ">= 0.80" } else { "report" },
+        ratio >= 0.8 || n != FULL,
     );
     goals.check(format!("deaths {deaths:?}\n{}", fleet.stderr()));
 }

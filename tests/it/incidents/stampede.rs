@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::super::broker::{wait_until, Rabbit, TestQueue};
+use super::super::broker::{rabbitmqctl_command, wait_until, Rabbit, TestQueue};
 use super::super::consume::{spawn_consumer, ConsumerProcess};
 use super::super::metrics::{metrics_addr, samples};
 use super::Goals;
@@ -16,8 +15,9 @@ use super::Goals;
 const CONSUMERS: usize = 20;
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
+/// The test broker's `rabbitmqctl` (the one `LOGFENCE_TEST_RABBITMQCTL` names).
 fn rabbitmqctl(args: &[&str]) -> bool {
-    Command::new("rabbitmqctl")
+    rabbitmqctl_command()
         .args(args)
         .output()
         .is_ok_and(|o| o.status.success())
