@@ -45,7 +45,7 @@ fn get_one(rabbit: &Rabbit, queue: &str) -> (u64, bool, BasicProperties, Vec<u8>
     })
 }
 
-/// The table of DESIGN's "Brokers" section, as the broker under test behaves: a quorum
+/// The table in docs/brokers.md, as the broker under test behaves: a quorum
 /// queue's `x-delivery-count` after a `nack` and after a `reject` (both with requeue),
 /// `x-acquired-count`, and where a returned message goes (tail on 3.x, head from 4.0).
 #[test]
