@@ -521,9 +521,13 @@ impl Consumer {
         let pipeline = &self.pipeline;
         let config = &self.config;
         let ledger = self.in_flight.insert(Ledger::new(batch.len()));
+        // The deadline first: a batch taken after the drain timeout ran out (what the
+        // broker sent before its cancel-ok) is handed back at once, never written and then
+        // handed back, which would only make duplicates.
         let finished = tokio::select! {
-            r = finish(batch, suspects, pipeline, config, sink, dead, &mut *ledger) => Some(r),
+            biased;
             _ = drain.expired() => None,
+            r = finish(batch, suspects, pipeline, config, sink, dead, &mut *ledger) => Some(r),
         };
         let result = match finished {
             Some(result) => result,

@@ -489,6 +489,8 @@ fn sigterm_with_work_in_flight(
         "exit {status:?}; stderr:\n{stderr}"
     );
     let lines = sink_lines(&sink);
+    // The broker puts back what the closed channel held on its own time: wait for that.
+    rabbit.depth_at_rest(&queue.name, Duration::from_secs(15));
     let left: Vec<String> = rabbit
         .take_all(&queue.name)
         .iter()
