@@ -9,6 +9,8 @@
 #   scripts/cluster.sh node-start N      # start node N (1..3) again, as a member (after a kill)
 #   scripts/cluster.sh node-stop N       # stop node N cleanly (rabbitmqctl stop)
 #   scripts/cluster.sh node-pid N        # the OS pid of node N (its Erlang VM), for a kill -9
+#   scripts/cluster.sh leader QUEUE      # the number (1..3) of the node leading quorum queue QUEUE
+#   scripts/cluster.sh members QUEUE     # how many nodes hold a replica of quorum queue QUEUE
 #
 # Each node has its own node name (logfence-cN@localhost), AMQP port (5681..5683), Erlang
 # distribution port (25681..25683), data directory and log directory under $CLUSTER_DIR, and
@@ -42,7 +44,7 @@ installed_version() {
 }
 
 case "$cmd" in
-  node-start|node-stop|node-pid) version="$(installed_version || echo none)" ;;
+  node-start|node-stop|node-pid|leader|members) version="$(installed_version || echo none)" ;;
   *) version="${arg:-$(installed_version || echo none)}" ;;
 esac
 
@@ -227,6 +229,30 @@ case "$cmd" in
     n=$(node_arg)
     [ -s "$DIR/node$n/pid" ] || die "node $n has no pid file"
     cat "$DIR/node$n/pid"
+    ;;
+  leader|members)
+    [ -n "$arg" ] || die "$cmd: expected a queue name"
+    for n in "${NODES[@]}"; do
+      out=$(ctl "$n" list_queues name leader members --formatter json 2>/dev/null) || continue
+      python3 -c '
+import json, sys
+cmd, queue, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+for q in json.loads(sys.stdin.read() or "[]"):
+    if q.get("name") != queue:
+        continue
+    if cmd == "members":
+        print(len(q.get("members") or []))
+        sys.exit(0)
+    leader = q.get("leader")
+    if leader in names:
+        print(names.index(leader) + 1)
+        sys.exit(0)
+    sys.exit("queue %s is led by %r, not a node of this cluster" % (queue, leader))
+sys.exit("no queue " + queue)
+' "$cmd" "$arg" "$(node_name 1)" "$(node_name 2)" "$(node_name 3)" <<<"$out"
+      exit $?
+    done
+    die "no node answered"
     ;;
   *)
     die "usage: scripts/cluster.sh start|stop|urls|status [VERSION] | node-start|node-stop|node-pid N"

@@ -1,4 +1,5 @@
 mod broker;
+mod cluster;
 mod check_cli;
 mod consume;
 mod consume_memory;

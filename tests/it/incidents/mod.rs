@@ -3,6 +3,7 @@
 //! `scripts/incidents.sh` runs them (release build, one at a time) and prints the table.
 
 mod cut;
+pub(crate) mod failover;
 mod fleet;
 mod shared_state;
 mod soak;
