@@ -634,7 +634,8 @@ mod tests {
     #[test]
     fn several_urls_from_repeated_flags_commas_and_line_breaks() {
         let mut a = args("amqp://u:p@a:5672/%2f, amqp://u:p@b:5672/%2f", None, None);
-        a.amqp_url.push("amqp://u:p@c:5672/%2f\namqp://u:p@d:5672/%2f\n".to_string());
+        a.amqp_url
+            .push("amqp://u:p@c:5672/%2f\namqp://u:p@d:5672/%2f\n".to_string());
         let b = Broker::from_args(&a).unwrap();
         let hosts: Vec<&str> = b.nodes().iter().map(Node::host).collect();
         assert_eq!(hosts, ["a", "b", "c", "d"]);
@@ -737,7 +738,10 @@ mod tests {
         let list = format!("{},{}", dead(1), dead(2));
         let b = Broker::new(&list, None).unwrap();
         let e = b.connect_any().await.map(|_| ()).unwrap_err();
-        assert!(e.contains("127.0.0.1:1/") && e.contains("127.0.0.1:2/"), "{e}");
+        assert!(
+            e.contains("127.0.0.1:1/") && e.contains("127.0.0.1:2/"),
+            "{e}"
+        );
         assert!(!e.contains(SECRET), "{e}");
     }
 }

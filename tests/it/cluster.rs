@@ -28,7 +28,11 @@ fn a_dead_first_node_costs_one_attempt_not_a_stall() {
     let env_list = format!("{DEAD},{live}");
     // The three ways to give several nodes: the flag twice, a list in AMQP_URL, a URL file.
     let ways: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
-        ("flags", vec!["--amqp-url", DEAD, "--amqp-url", &live], vec![]),
+        (
+            "flags",
+            vec!["--amqp-url", DEAD, "--amqp-url", &live],
+            vec![],
+        ),
         ("env", vec![], vec![("AMQP_URL", env_list.as_str())]),
         (
             "file",
@@ -50,14 +54,8 @@ fn a_dead_first_node_costs_one_attempt_not_a_stall() {
             std::fs::create_dir_all(&dir).expect("dir");
             let sink = dir.join("out.log");
             let started = Instant::now();
-            let consumer = spawn_consumer(
-                &queue.name,
-                &sink,
-                &dir,
-                args,
-                env,
-                dir.join("stderr.log"),
-            );
+            let consumer =
+                spawn_consumer(&queue.name, &sink, &dir, args, env, dir.join("stderr.log"));
             running.push((way.to_string(), consumer, sink, started));
             queues.push(queue);
         }
@@ -93,7 +91,9 @@ fn a_dead_first_node_costs_one_attempt_not_a_stall() {
         started_dead > 0,
         "none of {runs} consumers started on the dead node"
     );
-    eprintln!("{started_dead} of {runs} consumers started on the dead node; all consumed within 2 s");
+    eprintln!(
+        "{started_dead} of {runs} consumers started on the dead node; all consumed within 2 s"
+    );
 }
 
 /// `dlq list` over a list whose first node is dead answers from the live one.
@@ -118,7 +118,12 @@ fn dlq_list_tries_the_next_node() {
     // Every node dead: each named, redacted, and the exit says unavailable.
     let out = Command::new(env!("CARGO_BIN_EXE_logfence"))
         .args(["dlq", "list", "--queue", &dead_queue])
-        .args(["--amqp-url", DEAD, "--amqp-url", &DEAD.replace(":1/", ":2/")])
+        .args([
+            "--amqp-url",
+            DEAD,
+            "--amqp-url",
+            &DEAD.replace(":1/", ":2/"),
+        ])
         .env_remove("AMQP_URL")
         .output()
         .expect("run dlq list");

@@ -1,6 +1,6 @@
 mod broker;
-mod cluster;
 mod check_cli;
+mod cluster;
 mod consume;
 mod consume_memory;
 mod demo;
