@@ -545,17 +545,34 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     timeline.note(t0, format!("queue {queue} declared, led by node {leader}"));
     let mut consumers = Consumers::start(&queue, &cluster.urls, tmp.path());
 
-    // The publisher, paced so the stream outlasts the failover.
+    // The publisher, paced: the first four fifths over `publish_for`, the last fifth held
+    // back until the follower is being stopped, so records flow through both events.
     let published_all = Arc::new(AtomicBool::new(false));
+    let stopping_follower = Arc::new(AtomicBool::new(false));
     let publisher_thread = {
         let queue = queue.clone();
         let timeline = Arc::clone(&timeline);
         let published_all = Arc::clone(&published_all);
+        let stopping_follower = Arc::clone(&stopping_follower);
         std::thread::spawn(move || {
             let mut resent: HashMap<usize, usize> = HashMap::new();
             let chunks = n.div_ceil(CHUNK);
+            let held = chunks * 4 / 5;
+            let mut rest_from = None;
             for c in 0..chunks {
-                let due = t0 + publish_for.mul_f64(c as f64 / chunks as f64);
+                let due = if c < held {
+                    t0 + publish_for.mul_f64(c as f64 / held as f64)
+                } else {
+                    let from = *rest_from.get_or_insert_with(|| {
+                        let limit = Instant::now() + Duration::from_secs(600);
+                        while !stopping_follower.load(Ordering::SeqCst) && Instant::now() < limit {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Instant::now()
+                    });
+                    from + Duration::from_secs(5)
+                        .mul_f64((c - held) as f64 / (chunks - held) as f64)
+                };
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
@@ -613,6 +630,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
             cluster.kill(leader).expect("kill the leader");
             let timeline = Arc::clone(&timeline);
             let follower_stopped = Arc::clone(&follower_stopped);
+            let stopping_follower = Arc::clone(&stopping_follower);
             let queue = queue.clone();
             let script_cluster = ClusterHandle;
             chaos = Some(std::thread::spawn(move || {
@@ -631,6 +649,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
                         "node {now_leader} leads now; stopping follower node {follower} cleanly"
                     ),
                 );
+                stopping_follower.store(true, Ordering::SeqCst);
                 script_cluster.run(&["node-stop", &follower.to_string()])?;
                 *follower_stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(follower);
                 timeline.note(t0, format!("node {follower} stopped"));
@@ -738,7 +757,11 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     let dead_missing = (0..n)
         .filter(|&i| kind(i, n) != Kind::Benign && !dead_tokens.contains_key(&i))
         .count();
-    let dead_copies: usize = dead_tokens.values().map(|c| c - 1).sum();
+    // Beyond the publisher's own resends.
+    let dead_copies: usize = dead_tokens
+        .iter()
+        .map(|(i, c)| c.saturating_sub(1 + resent.get(i).copied().unwrap_or(0)))
+        .sum();
     let spells: Vec<Duration> = consumers
         .slots
         .iter()
