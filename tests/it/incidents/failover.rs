@@ -821,7 +821,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     figure(s, "publisher moves to another node", moves, "report", true);
     figure(
         s,
-        "sessions lost (consumers)",
+        "sessions ended, failed connects included",
         format!(
             "{} ({} of {CONSUMERS} consumers)",
             lost_sessions.len(),
