@@ -82,7 +82,7 @@ impl Backoff {
     /// round of nodes is not over.
     pub fn next_delay(&mut self) -> Duration {
         self.attempt = self.attempt.saturating_add(1);
-        if self.attempt % self.nodes != 0 {
+        if !self.attempt.is_multiple_of(self.nodes) {
             return Duration::ZERO;
         }
         let step = self.step(self.attempt / self.nodes - 1);

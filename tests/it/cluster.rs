@@ -27,7 +27,8 @@ fn a_dead_first_node_costs_one_attempt_not_a_stall() {
     std::fs::write(&url_file, format!("{DEAD}\n{live}\n")).expect("url file");
     let env_list = format!("{DEAD},{live}");
     // The three ways to give several nodes: the flag twice, a list in AMQP_URL, a URL file.
-    let ways: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
+    type Way<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let ways: [Way; 3] = [
         (
             "flags",
             vec!["--amqp-url", DEAD, "--amqp-url", &live],

@@ -699,7 +699,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
         timeline.text()
     );
     let dlq = client.take_all(&dead_queue).expect("read the DLQ");
-    let _ = client.rt.block_on(async {
+    client.rt.block_on(async {
         if let Some(ch) = &client.ch {
             for q in [&queue, &dead_queue] {
                 let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
