@@ -28,7 +28,6 @@ use super::super::cluster::Cluster;
 use super::super::consume::benign;
 use super::super::metrics::get;
 use super::figure;
-use logfence::amqp::topology::{QueueType, Topology};
 
 const CONSUMERS: usize = 3;
 const PREFETCH: u16 = 100;
@@ -525,29 +524,37 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     let queue = format!("logfence-test-failover-{}-{nanos}", std::process::id());
     let dead_queue = format!("{queue}.dead");
 
-    // The queue is declared through a random node, which then leads it; the publisher stays
-    // on that node, so the kill moves it too.
-    let first = (nanos as usize) % 3;
-    let mut publisher = Client::new(&cluster.urls, first);
-    let ch = publisher
-        .channel(Duration::from_secs(30))
-        .expect("connect to the cluster");
-    let topology = Topology::new(&queue, QueueType::Quorum, MAX_DELIVERIES).expect("queue");
-    publisher
-        .rt
-        .block_on(topology.declare(&ch))
-        .expect("declare the queue");
-    let leader = cluster.leader(&queue).expect("the queue's leader");
+    // The consumers declare the queue themselves: the first to do it, through the node it
+    // picked at random, makes that node the queue's leader, so at least one consumer loses
+    // its node when the leader is killed. The publisher then connects to the leader too, so
+    // the kill moves it as well.
+    let t0 = Instant::now();
+    let timeline = Arc::new(Timeline::default());
+    let mut consumers = Consumers::start(&queue, &cluster.urls, tmp.path());
+    let mut leader = Err(String::new());
+    for _ in 0..60 {
+        consumers.watch(t0);
+        leader = cluster.leader(&queue);
+        if leader.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let leader =
+        leader.unwrap_or_else(|e| panic!("the queue's leader: {e}\n{}", consumers.stderr()));
     let replicas: usize = cluster
         .run(&["members", &queue])
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-
-    let t0 = Instant::now();
-    let timeline = Arc::new(Timeline::default());
-    timeline.note(t0, format!("queue {queue} declared, led by node {leader}"));
-    let mut consumers = Consumers::start(&queue, &cluster.urls, tmp.path());
+    timeline.note(
+        t0,
+        format!("queue {queue} declared by a consumer, led by node {leader}"),
+    );
+    let mut publisher = Client::new(&cluster.urls, leader - 1);
+    publisher
+        .channel(Duration::from_secs(30))
+        .expect("connect to the cluster");
 
     // The publisher, paced: the first four fifths over `publish_for`, the last fifth held
     // back until the follower is being stopped, so records flow through both events.
@@ -830,6 +837,13 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
         "report",
         true,
     );
+    let ok_exercised = figure(
+        s,
+        "consumers that lost their node",
+        losers.len(),
+        ">= 1",
+        !losers.is_empty(),
+    );
     let ok_deaths = figure(
         s,
         "main-process deaths",
@@ -917,6 +931,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     );
     assert!(
         ok_drained
+            && ok_exercised
             && ok_lost
             && ok_dup
             && ok_deaths
