@@ -4,6 +4,8 @@
 #
 #   scripts/incidents.sh              # every scenario
 #   scripts/incidents.sh soak         # those whose test name contains "soak"
+#   scripts/incidents.sh failover     # the leader failover on a three-node cluster, which it
+#                                     # starts with scripts/cluster.sh (ports 5681-5683)
 #
 # Exits non-zero when a goal is missed or a scenario fails.
 set -uo pipefail

@@ -86,10 +86,12 @@ pub struct LineArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// The broker, as an AMQP URI (the vhost URL-encoded: `%2f` is `/`); `amqps://` for TLS.
+    /// A cluster: one URI per node, the flag given again or the URIs separated by commas.
     #[arg(long, env = "AMQP_URL", default_value = crate::consume::DEFAULT_AMQP_URL, hide_env_values = true)]
-    pub amqp_url: String,
-    /// Read the AMQP URI from this file instead (a mounted secret), so the password is in
-    /// neither the environment nor the process list. Wins over --amqp-url.
+    pub amqp_url: Vec<String>,
+    /// Read the AMQP URI(s) from this file instead (a mounted secret; several separated by
+    /// commas or line breaks), so passwords are in neither the environment nor the process
+    /// list. Wins over --amqp-url.
     #[arg(long, env = "LOGFENCE_AMQP_URL_FILE")]
     pub amqp_url_file: Option<PathBuf>,
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA), besides the

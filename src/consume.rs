@@ -352,6 +352,9 @@ mod tests {
         let path = dir.path().join("url");
         std::fs::write(&path, "amqp://u:secret@broker:5672/%2f\n").unwrap();
         let s = settings(&["--amqp-url-file", path.to_str().unwrap()]).unwrap();
-        assert_eq!(s.config.broker.url(), "amqp://u:secret@broker:5672/%2f");
+        assert_eq!(
+            s.config.broker.nodes()[0].url(),
+            "amqp://u:secret@broker:5672/%2f"
+        );
     }
 }

@@ -129,15 +129,16 @@ pub fn queue_name(flag: &str, name: &str) -> Result<ShortString, DlqError> {
     })
 }
 
-/// Connects, within [`CONNECT_TIMEOUT`].
+/// Connects to the first node that answers (of a cluster's, starting from a random one, each
+/// tried once), within [`CONNECT_TIMEOUT`] in all.
 pub async fn connect(broker: &Broker) -> Result<Connection, DlqError> {
     let unreachable = |reason: String| DlqError::Unreachable {
         broker: broker.to_string(),
         reason,
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, broker.connect()).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
+    match tokio::time::timeout(CONNECT_TIMEOUT, broker.connect_any()).await {
+        Ok(Ok((_, connection))) => Ok(connection),
+        Ok(Err(why)) => Err(unreachable(why)),
         Err(_) => Err(unreachable(format!(
             "no answer within {}s",
             CONNECT_TIMEOUT.as_secs()

@@ -24,7 +24,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
 
-use super::connect::{Backoff, Broker, HEALTHY_SESSION};
+use super::connect::{Broker, HEALTHY_SESSION};
 use super::deadletter::{self, DeadLetterError, DeadLetterer, Reason};
 use super::delivery::Facts;
 use super::settle::{self, Fate, Ledger, Tally};
@@ -59,7 +59,7 @@ const PAUSE_AT_MOST: Duration = Duration::from_secs(1);
 /// Everything the loop needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the broker is (holds the password: never logged as is).
+    /// Where the broker is: one node or a cluster's (holds passwords: never logged as is).
     pub broker: Broker,
     pub topology: Topology,
     /// Declare the topology at every connect (`--no-declare` turns it off).
@@ -87,8 +87,8 @@ pub enum FatalError {
 /// Why one session ended early: each is followed by a reconnect after a backoff.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("cannot connect: {0}")]
-    Connect(lapin::Error),
+    #[error("cannot connect to {node}: {source}")]
+    Connect { node: String, source: lapin::Error },
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
     #[error(transparent)]
@@ -224,9 +224,11 @@ impl Consumer {
     }
 
     /// Consumes until shutdown (`Ok`) or a configuration error (`Err`); everything else
-    /// (a lost broker, a failing sink) is retried after a jittered backoff.
+    /// (a lost broker, a failing sink) is retried after a jittered backoff. With several
+    /// nodes, each session starts on the next node, and only a round in which every node
+    /// failed waits (see [`super::connect::Backoff::for_nodes`]).
     pub async fn run(&mut self) -> Result<(), FatalError> {
-        let mut backoff = Backoff::default();
+        let mut backoff = self.config.broker.backoff();
         let mut first = true;
         loop {
             if self.shutdown.is_triggered() {
@@ -269,13 +271,17 @@ impl Consumer {
 
     /// One connection, from connect to close.
     async fn session(&mut self) -> Result<(), SessionError> {
-        let connection = tokio::select! {
-            c = self.config.broker.connect() => c.map_err(SessionError::Connect)?,
+        let broker = self.config.broker.clone();
+        let (node, connection) = tokio::select! {
+            (node, c) = broker.connect() => (node, c.map_err(|source| SessionError::Connect {
+                node: node.to_string(),
+                source,
+            })?),
             _ = self.shutdown.wait() => return Ok(()),
         };
         // Listening from the start, so a loss during set-up is not missed.
         let mut events = connection.events_listener();
-        tracing::info!(url = %self.config.broker, "connected");
+        tracing::info!(url = %node, "connected");
         health().set_connected(true);
         // When the connection dies, some of lapin's futures (an ack queued for a dead IO loop)
         // never resolve: the loss itself must end the session, wherever it is waiting. What

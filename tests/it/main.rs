@@ -1,6 +1,7 @@
 mod broker;
 mod brokers;
 mod check_cli;
+mod cluster;
 mod consume;
 mod consume_memory;
 mod demo;

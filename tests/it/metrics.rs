@@ -35,7 +35,7 @@ pub(crate) fn metrics_addr(consumer: &ConsumerProcess) -> SocketAddr {
 }
 
 /// One HTTP/1.1 GET, answered within `limit` or an error: (status, body).
-fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<(u16, String)> {
+pub(crate) fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;

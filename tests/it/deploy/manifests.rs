@@ -464,3 +464,20 @@ fn the_prometheus_rule_carries_exactly_the_tested_alerts() {
          regenerate it (see its header)"
     );
 }
+
+/// Every Secret `url` in deploy/README.md is one logfence accepts, and one of them is a
+/// cluster's three nodes.
+#[test]
+fn the_readme_secrets_hold_urls_logfence_accepts_one_a_cluster() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/README.md"))
+        .expect("deploy/README.md");
+    let mut nodes = Vec::new();
+    for part in readme.split("--from-literal=url='").skip(1) {
+        let urls = part.split('\'').next().expect("a quoted value");
+        let broker = logfence::amqp::connect::Broker::new(urls, None)
+            .unwrap_or_else(|e| panic!("deploy/README.md: {e}"));
+        nodes.push(broker.nodes().len());
+    }
+    assert!(nodes.contains(&1), "no single-address Secret: {nodes:?}");
+    assert!(nodes.contains(&3), "no cluster Secret: {nodes:?}");
+}

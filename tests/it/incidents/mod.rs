@@ -9,6 +9,7 @@
 use std::fmt::Display;
 
 mod cut;
+pub(crate) mod failover;
 mod fleet;
 mod shared_state;
 mod soak;
