@@ -18,7 +18,6 @@ mod address;
 
 pub(crate) use address::{broker_addr, url, URL_VAR};
 
-
 /// A lapin connection for the test's own side: declare, publish, inspect, delete.
 pub(crate) struct Rabbit {
     pub(crate) rt: tokio::runtime::Runtime,

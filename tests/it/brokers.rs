@@ -14,9 +14,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use logfence::amqp::topology::{QueueType, Topology};
 
+use super::broker::figure;
 use super::broker::{broker_version, sink_lines, wait_until, Rabbit, TestQueue};
 use super::consume::{benign, spawn_consumer, token_of};
-use super::broker::figure;
 use super::metrics::{get_status, metrics_addr};
 
 fn header_int(p: &BasicProperties, name: &str) -> Option<u64> {

@@ -27,7 +27,7 @@ use super::super::broker::TS;
 use super::super::cluster::Cluster;
 use super::super::consume::benign;
 use super::super::metrics::get;
-use super::figure;
+use super::Goals;
 
 const CONSUMERS: usize = 3;
 const PREFETCH: u16 = 100;
@@ -799,33 +799,30 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
     let metrics_failed: usize = consumers.slots.iter().map(|s| s.metrics_failed).sum();
     let tail = all_in_at.map_or(Duration::ZERO, |a| a.saturating_sub(published_at));
 
-    figure(
-        s,
+    let mut goals = Goals::new(s);
+    goals.goal(
         "records (benign / rejected / abort)",
         format!("{n} ({benign_total} / {} / 1)", expected_dead - 1),
         "report",
         true,
     );
-    figure(s, "queue replicas", replicas, "3", replicas == 3);
-    let ok_drained = figure(s, "drained", drained, "true", drained);
-    let ok_lost = figure(s, "benign records lost", lost, "0", lost == 0);
-    let ok_dup = figure(
-        s,
+    goals.goal("queue replicas", replicas, "3", replicas == 3);
+    goals.goal("drained", drained, "true", drained);
+    goals.goal("benign records lost", lost, "0", lost == 0);
+    goals.goal(
         "duplicate lines (consumers)",
         duplicates,
         &format!("<= {window}"),
         duplicates <= window,
     );
-    figure(
-        s,
+    goals.goal(
         "duplicate lines (publisher resends)",
         publisher_duplicates,
         "report",
         true,
     );
-    figure(s, "publisher moves to another node", moves, "report", true);
-    figure(
-        s,
+    goals.goal("publisher moves to another node", moves, "report", true);
+    goals.goal(
         "sessions ended, failed connects included",
         format!(
             "{} ({} of {CONSUMERS} consumers)",
@@ -835,71 +832,61 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
         "report",
         true,
     );
-    let ok_exercised = figure(
-        s,
+    goals.goal(
         "consumers that lost their node",
         losers.len(),
         ">= 1",
         !losers.is_empty(),
     );
-    let ok_deaths = figure(
-        s,
+    goals.goal(
         "main-process deaths",
         deaths.len(),
         "<= 1",
         deaths.len() <= 1,
     );
-    let ok_abort = figure(
-        s,
+    goals.goal(
         "aborting record in DLQ, rule",
         &abort_rule,
         "crash",
         abort_rule == "crash",
     );
-    let ok_innocent = figure(
-        s,
+    goals.goal(
         "innocent records dead-lettered",
         innocents,
         "0",
         innocents == 0,
     );
-    let ok_dlq = figure(
-        s,
+    goals.goal(
         "DLQ: rejected + crashed records missing",
         dead_missing,
         "0",
         dead_missing == 0,
     );
-    figure(
-        s,
+    goals.goal(
         "DLQ: extra copies (redelivered)",
         dead_copies,
         "report",
         true,
     );
-    let ok_back = figure(
-        s,
+    goals.goal(
         "longest time without a node",
         format!("{:.1}s", longest_spell.as_secs_f64()),
         "<= 10s",
         longest_spell <= Duration::from_secs(10),
     );
-    let ok_ready = figure(
-        s,
+    goals.goal(
         "/readyz 503 spells not a lost session",
         spells_unexplained,
         "0",
         spells_unexplained == 0,
     );
-    let ok_metrics = figure(
-        s,
+    goals.goal(
         "/metrics unanswered",
         format!("{metrics_failed} of {metrics_asked}"),
         "0",
         metrics_failed == 0 && metrics_asked > 0,
     );
-    figure(
-        s,
+    goals.goal(
         "leader killed at / lines then",
         format!(
             "{:.1}s / {}",
@@ -909,8 +896,7 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
         "report",
         true,
     );
-    figure(
-        s,
+    goals.goal(
         "published over / last line after",
         format!(
             "{:.1}s / +{:.1}s",
@@ -920,28 +906,11 @@ pub(crate) fn scenario(n: usize, publish_for: Duration) {
         "report",
         true,
     );
-    figure(
-        s,
-        "consumers stopped cleanly",
-        clean,
-        "3",
-        clean == CONSUMERS,
-    );
-    assert!(
-        ok_drained
-            && ok_exercised
-            && ok_lost
-            && ok_dup
-            && ok_deaths
-            && ok_abort
-            && ok_innocent
-            && ok_dlq
-            && ok_back
-            && ok_ready
-            && ok_metrics,
+    goals.goal("consumers stopped cleanly", clean, "3", clean == CONSUMERS);
+    goals.check(format!(
         "deaths {deaths:?}; rules {dead_rules:?}; spells {spells:?}\n{}\n{stderr}",
         timeline.text()
-    );
+    ));
 }
 
 /// `scripts/cluster.sh` from another thread (the [`Cluster`] itself holds the lock).
