@@ -2,6 +2,7 @@
 //! failed attempt, not a stall; and the three-node cluster of `scripts/cluster.sh`, for the
 //! failover scenario (tests/it/incidents/failover.rs), whose short version runs here.
 
+use super::incidents::failover::scenario;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -240,5 +241,5 @@ impl Drop for Cluster {
 #[test]
 #[cfg_attr(logfence_skip_broker, ignore = "LOGFENCE_SKIP_BROKER_TESTS is set")]
 fn failover_short_a_leader_killed_and_a_follower_stopped_lose_nothing() {
-    super::incidents::failover::scenario(20_000, Duration::from_secs(20));
+    scenario(20_000, Duration::from_secs(20));
 }

@@ -252,7 +252,8 @@ fn calls(body: &str) -> BTreeSet<String> {
 /// What `body` needs by itself.
 fn direct_needs(body: &str) -> BTreeSet<Need> {
     let mut needs = BTreeSet::new();
-    if body.contains("Rabbit::connect()") {
+    // The three-node cluster is RabbitMQ too (scripts/cluster.sh), under the same opt-out.
+    if body.contains("Rabbit::connect()") || body.contains("Cluster::up()") {
         needs.insert(Need::Broker);
     }
     if body.matches("\"FAILPOINTS\"").count() > body.matches("env_remove(\"FAILPOINTS\")").count() {
