@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         Command::Dlq(command) => ExitCode::from(dlq::run(&command)),
         Command::SandboxWorker(args) => {
             let pipeline = match Pipeline::new(args.limits.limits(), &args.line.line_format) {
-                Ok(p) => p,
+                // Each record measured on its own, whatever the worker rendered before it.
+                Ok(p) => p.with_isolation(true),
                 Err(e) => {
                     eprintln!("logfence sandbox worker: --line-format: {e}");
                     return ExitCode::from(64);

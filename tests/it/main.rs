@@ -1,3 +1,4 @@
+mod audit;
 mod broker;
 mod check_cli;
 mod consume;
