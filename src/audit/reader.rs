@@ -296,8 +296,16 @@ impl Count {
 mod tests {
     use super::*;
 
-    /// Every record of `input` read `chunk` bytes at a time: (line, body or head, len, decoded).
-    fn read_all(input: &[u8], max_body: usize, head_len: usize, chunk: usize) -> (Vec<(u64, Vec<u8>, Option<(usize, usize)>)>, u64, u64) {
+    /// Every record of `input` read `chunk` bytes at a time, as (line, first `head_len`
+    /// bytes, length, decoded length): a long line may be held whole or not, depending on
+    /// where the reads cut it, and both must tell the pipeline the same.
+    #[allow(clippy::type_complexity)]
+    fn read_all(
+        input: &[u8],
+        max_body: usize,
+        head_len: usize,
+        chunk: usize,
+    ) -> (Vec<(u64, Vec<u8>, usize, usize)>, u64, u64) {
         struct Trickle<'a>(&'a [u8], usize);
         impl Read for Trickle<'_> {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -314,11 +322,15 @@ mod tests {
             let mut b = Batch::default();
             r.fill(&mut b, 64, 3).unwrap_or_else(|e| panic!("{e}"));
             for e in &b.entries {
-                let extra = match e.kind {
-                    EntryKind::Unheld { len, decoded_len, .. } => Some((len, decoded_len)),
-                    EntryKind::Body { .. } => None,
+                let data = b.bytes_of(e);
+                let (len, decoded) = match e.kind {
+                    EntryKind::Unheld {
+                        len, decoded_len, ..
+                    } => (len, decoded_len),
+                    EntryKind::Body { .. } => (data.len(), String::from_utf8_lossy(data).len()),
                 };
-                out.push((e.line, b.bytes_of(e).to_vec(), extra));
+                let head = data[..data.len().min(if len > max_body { head_len } else { len })].to_vec();
+                out.push((e.line, head, len, decoded));
             }
             empty += b.empty_lines;
             bytes += b.bytes;
@@ -331,7 +343,7 @@ mod tests {
         let input = b"a\r\n\r\n\nb\xff\n  \nlast";
         for chunk in [1, 2, 3, 7, 1 << 20] {
             let (recs, empty, bytes) = read_all(input, 100, 10, chunk);
-            let got: Vec<(u64, &[u8])> = recs.iter().map(|(l, b, _)| (*l, b.as_slice())).collect();
+            let got: Vec<(u64, &[u8])> = recs.iter().map(|(l, b, _, _)| (*l, b.as_slice())).collect();
             assert_eq!(
                 got,
                 vec![(1, &b"a"[..]), (4, b"b\xff"), (5, b"  "), (6, b"last")],
@@ -343,31 +355,41 @@ mod tests {
     }
 
     #[test]
-    fn a_line_over_the_limit_is_counted_not_held() {
+    fn a_line_over_the_limit_is_counted_the_same_held_or_not() {
         // 10-byte limit; the long line has a split 3-byte character, an invalid byte, a
         // truncated sequence at its end and a CRLF.
         let long = b"0123456789\xe2\x82\xacxyz\xffq\xe2\x82";
         let mut input = long.to_vec();
         input.extend_from_slice(b"\r\nok\n");
+        let decoded = String::from_utf8_lossy(long).len();
         for chunk in [1, 2, 5, 1 << 20] {
             let (recs, _, _) = read_all(&input, 10, 4, chunk);
-            assert_eq!(recs.len(), 2, "chunk {chunk}");
-            let (line, head, extra) = &recs[0];
-            assert_eq!(*line, 1);
-            assert_eq!(head.as_slice(), b"0123");
-            let decoded = String::from_utf8_lossy(long).len();
-            assert_eq!(*extra, Some((long.len(), decoded)), "chunk {chunk}");
-            assert_eq!((recs[1].0, recs[1].1.as_slice()), (2, &b"ok"[..]));
+            assert_eq!(
+                recs,
+                vec![(1, b"0123".to_vec(), long.len(), decoded), (2, b"ok".to_vec(), 2, 2)],
+                "chunk {chunk}"
+            );
         }
     }
 
     #[test]
-    fn a_body_of_exactly_the_limit_plus_its_cr_is_held() {
-        let (recs, _, _) = read_all(b"0123456789\r\n", 10, 4, 3);
-        assert_eq!(recs, vec![(1, b"0123456789".to_vec(), None)]);
-        // One byte more is over the limit: the whole body goes to the pipeline, which
-        // says `body-too-large` itself.
-        let (recs, _, _) = read_all(b"0123456789a\r\n", 10, 4, 3);
-        assert_eq!(recs, vec![(1, b"0123456789a".to_vec(), None)]);
+    fn a_line_longer_than_the_limit_and_a_read_is_never_held() {
+        let mut input = vec![b'x'; 3 * READ_CHUNK];
+        input.extend_from_slice(b"\r\nok");
+        let mut r = Reader::new(&input[..], 100, 4);
+        let mut b = Batch::default();
+        r.fill(&mut b, 1 << 20, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.is_done());
+        assert!(r.buf.len() <= 100 + 1 + 2 * READ_CHUNK, "held {} bytes", r.buf.len());
+        assert_eq!(
+            b.entries[0].kind,
+            EntryKind::Unheld {
+                start: 0,
+                end: 4,
+                len: 3 * READ_CHUNK,
+                decoded_len: 3 * READ_CHUNK
+            }
+        );
+        assert_eq!(b.bytes_of(&b.entries[1]), b"ok");
     }
 }
