@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check(args) => {
-            let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
+            // stderr is not held locked: the progress line of an audit draws on it from its own thread.
+            let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr());
             ExitCode::from(status as u8)
         }
         Command::Consume(args) => ExitCode::from(consume::run(&args)),

@@ -46,12 +46,13 @@ impl Progress {
                 bar
             }
         };
-        bar.set_message("starting");
         bar.enable_steady_tick(Duration::from_millis(1000 / u64::from(DRAWS_PER_SECOND)));
-        Progress {
+        let progress = Progress {
             bar: Some(bar),
             started,
-        }
+        };
+        progress.update(&Summary::default());
+        progress
     }
 
     /// Shows the counts so far.

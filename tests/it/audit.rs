@@ -205,6 +205,23 @@ fn comparable(mut report: Json, body: &[u8]) -> Json {
     report
 }
 
+/// A report cut to a readable length for a failure message.
+fn short(j: &Json) -> String {
+    let t = j.to_string();
+    let mut end = t.len().min(1500);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    t[..end].to_string()
+}
+
+/// Fails with both reports, each cut to a readable length, when they differ.
+fn assert_same(audit: &Json, single: &Json, what: &str) {
+    if audit != single {
+        panic!("{what}:\n  audit:  {}\n  single: {}", short(audit), short(single));
+    }
+}
+
 fn expected_report(outcome: &Outcome) -> Json {
     let report = Report {
         source: "",
@@ -290,9 +307,11 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
         let want = comparable(expected_report(&expected[i]), body);
         if got != want && mismatches.len() < 5 {
             mismatches.push(format!(
-                "record {i} ({}): {}\n  audit:   {got}\n  library: {want}",
+                "record {i} ({}): {}\n  audit:   {}\n  library: {}",
                 records[i].kind,
-                String::from_utf8_lossy(&body[..body.len().min(200)])
+                String::from_utf8_lossy(&body[..body.len().min(200)]),
+                short(&got),
+                short(&want)
             ));
         }
         if let Some(r) = keep {
@@ -405,11 +424,10 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     for (n, (i, single)) in picked.iter().zip(singles).enumerate() {
         assert!(single["source"].as_str().is_some_and(|s| s.ends_with(&format!("{n:06}"))));
         let body = &records[*i].body;
-        assert_eq!(
-            comparable(sample[i].clone(), body),
-            comparable(single, body),
-            "record {i} ({}) against check --json of it alone",
-            records[*i].kind
+        assert_same(
+            &comparable(sample[i].clone(), body),
+            &comparable(single, body),
+            &format!("record {i} ({}) against check --json of it alone", records[*i].kind),
         );
     }
     for i in picked.iter().step_by(picked.len() / 25) {
@@ -418,7 +436,11 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
         let out = run(logfence().args(["check", "--json", "--format-timeout", TIMEOUT]).arg(&file));
         let single = json_lines(&out.stdout).pop().unwrap_or(Json::Null);
         let body = &records[*i].body;
-        assert_eq!(comparable(sample[i].clone(), body), comparable(single, body), "record {i}, its own process");
+        assert_same(
+            &comparable(sample[i].clone(), body),
+            &comparable(single, body),
+            &format!("record {i}, its own process"),
+        );
     }
 }
 
@@ -466,9 +488,9 @@ fn audit_reads_bad_input_as_records_never_crashing() {
         let body = lines[line - 1];
         let file = dir.path().join(format!("one-{n}"));
         std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
-        let single = run(logfence().args(["check", "--json"]).arg(&file));
+        let single = run(logfence().args(["check", "--json", "--format-timeout", TIMEOUT]).arg(&file));
         let single = json_lines(&single.stdout).pop().unwrap_or(Json::Null);
-        assert_eq!(comparable(report.clone(), body), comparable(single, body), "line {line}");
+        assert_same(&comparable(report.clone(), body), &comparable(single, body), &format!("line {line}"));
     }
     assert_eq!(reports[0]["message"], "crlf 1", "the CR is not part of the record");
     assert_eq!(reports[3]["verdict"], "rejected");
@@ -598,30 +620,64 @@ fn the_progress_line_is_drawn_on_a_terminal_and_never_in_a_pipe() {
     assert!(table.contains("3,001 records"), "{table}");
     assert!(!table.contains("audit:"), "{table}");
 
-    // Under a pseudo-terminal (util-linux `script`), stdout to a file so the terminal's
-    // transcript holds only stderr.
-    let has_script = Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !has_script {
-        assert!(std::env::var_os("CI").is_none(), "`script` (util-linux) is needed under CI");
-        eprintln!("SKIPPED: no `script` to make a pseudo-terminal");
-        return;
-    }
-    let report = dir.path().join("report.txt");
-    let transcript = dir.path().join("transcript");
-    let inner = format!(
-        "{} check --ndjson {} > {}",
-        env!("CARGO_BIN_EXE_logfence"),
-        capture.display(),
-        report.display()
-    );
-    let out = run(Command::new("script").args(["-qfec", &inner]).arg(&transcript).env("TERM", "xterm"));
-    let seen = std::fs::read(&transcript).unwrap_or_default();
+    // Under a pseudo-terminal: stderr is the terminal, stdout a pipe, so what the
+    // terminal shows is stderr alone and the report stays clean.
+    let (master, slave) = open_pty();
+    let child = logfence()
+        .args(["check", "--ndjson"])
+        .arg(&capture)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Read the terminal until the child is gone (then the read fails with EIO).
+    let screen = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let seen = screen.join().unwrap_or_default();
     let seen = String::from_utf8_lossy(&seen);
-    assert!(out.status.code().is_some(), "script ran");
     assert!(seen.contains("audit: "), "no progress line on the terminal: {seen:?}");
-    assert!(seen.contains("records"), "{seen:?}");
-    let table = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(seen.contains(" records, "), "the counts are drawn: {seen:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("3,001 records"), "the report is untouched: {table}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A new pseudo-terminal: (master, slave).
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the integers it is given; the
+    // null name, termios and winsize pointers are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nothing else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
 }
 
 #[test]
@@ -699,7 +755,7 @@ fn a_record_that_panics_in_process_is_sandboxed_and_reported_crashed() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let out = run(logfence()
-        .args(["check", "--ndjson", "--json", "--summary"])
+        .args(["check", "--ndjson", "--json", "--summary", "--format-timeout", TIMEOUT])
         .arg(&capture)
         .env("FAILPOINTS", "render-panic=return(POISON-7f3a)"));
     let lines = json_lines(&out.stdout);
