@@ -81,7 +81,8 @@ fn main() {
     let _ = std::fs::create_dir_all(&dir);
     let capture = dir.join(format!("capture-{n}.ndjson"));
     let records = records(n);
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&capture).unwrap_or_else(|e| panic!("{e}")));
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(&capture).unwrap_or_else(|e| panic!("{e}")));
     for r in &records {
         let _ = file.write_all(r);
         let _ = file.write_all(b"\n");
@@ -108,7 +109,10 @@ fn main() {
             .status()
             .unwrap_or_else(|e| panic!("{e}"));
         let secs = started.elapsed().as_secs_f64();
-        assert!(status.code().is_some_and(|c| c <= 1), "audit failed: {status}");
+        assert!(
+            status.code().is_some_and(|c| c <= 1),
+            "audit failed: {status}"
+        );
         audit.push(n as f64 / secs);
 
         let started = Instant::now();

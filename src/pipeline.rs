@@ -196,7 +196,13 @@ impl Pipeline {
             (self.evaluate(body), None)
         };
         let elapsed_us = started.elapsed().as_micros() as u64;
-        self.finish(evaluated, alloc_bytes, elapsed_us, BodyView::Whole(body), received)
+        self.finish(
+            evaluated,
+            alloc_bytes,
+            elapsed_us,
+            BodyView::Whole(body),
+            received,
+        )
     }
 
     /// The outcome of a body that was too large to hold: exactly what [`Pipeline::process`]

@@ -121,7 +121,10 @@ pub fn run(args: &CheckArgs, out: &mut impl Write, err: &mut impl Write) -> i32 
     let total_bytes = sources
         .iter()
         .map(|s| match s {
-            Source::File(p) => std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len()),
+            Source::File(p) => std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
             Source::Stdin => None,
         })
         .sum::<Option<u64>>();
@@ -387,7 +390,11 @@ fn check_body(
     }
 }
 
-fn sandboxed(settings: &Settings, sandbox: &mut Option<Sandbox>, body: &[u8]) -> io::Result<Outcome> {
+fn sandboxed(
+    settings: &Settings,
+    sandbox: &mut Option<Sandbox>,
+    body: &[u8],
+) -> io::Result<Outcome> {
     let sandbox = match sandbox {
         Some(s) => s,
         None => sandbox.insert(check::sandbox_for(

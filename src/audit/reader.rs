@@ -116,7 +116,12 @@ impl<R: Read> Reader<R> {
 
     /// Adds lines to `batch` until it holds `max_bytes` of bodies or `max_records`
     /// records, or the input ends.
-    pub fn fill(&mut self, batch: &mut Batch, max_bytes: usize, max_records: usize) -> io::Result<()> {
+    pub fn fill(
+        &mut self,
+        batch: &mut Batch,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> io::Result<()> {
         loop {
             if batch.data.len() >= max_bytes || batch.entries.len() >= max_records {
                 return Ok(());
@@ -178,7 +183,9 @@ impl<R: Read> Reader<R> {
         if self.buf.len() < want {
             self.buf
                 .try_reserve_exact(want - self.buf.len())
-                .map_err(|e| io::Error::other(format!("cannot hold a line of {want} bytes: {e}")))?;
+                .map_err(|e| {
+                    io::Error::other(format!("cannot hold a line of {want} bytes: {e}"))
+                })?;
             self.buf.resize(want, 0);
         }
         let n = loop {
@@ -216,7 +223,12 @@ impl<R: Read> Reader<R> {
             if pending.last() == Some(&b'\r') {
                 end -= 1;
             }
-            let used = count.take(&pending[..end], false, &mut batch.data, head_start + self.head_len);
+            let used = count.take(
+                &pending[..end],
+                false,
+                &mut batch.data,
+                head_start + self.head_len,
+            );
             self.start += used;
             self.read_more(batch)?;
         }
@@ -293,6 +305,7 @@ impl Count {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -329,7 +342,8 @@ mod tests {
                     } => (len, decoded_len),
                     EntryKind::Body { .. } => (data.len(), String::from_utf8_lossy(data).len()),
                 };
-                let head = data[..data.len().min(if len > max_body { head_len } else { len })].to_vec();
+                let head =
+                    data[..data.len().min(if len > max_body { head_len } else { len })].to_vec();
                 out.push((e.line, head, len, decoded));
             }
             empty += b.empty_lines;
@@ -343,7 +357,8 @@ mod tests {
         let input = b"a\r\n\r\n\nb\xff\n  \nlast";
         for chunk in [1, 2, 3, 7, 1 << 20] {
             let (recs, empty, bytes) = read_all(input, 100, 10, chunk);
-            let got: Vec<(u64, &[u8])> = recs.iter().map(|(l, b, _, _)| (*l, b.as_slice())).collect();
+            let got: Vec<(u64, &[u8])> =
+                recs.iter().map(|(l, b, _, _)| (*l, b.as_slice())).collect();
             assert_eq!(
                 got,
                 vec![(1, &b"a"[..]), (4, b"b\xff"), (5, b"  "), (6, b"last")],
@@ -366,7 +381,10 @@ mod tests {
             let (recs, _, _) = read_all(&input, 10, 4, chunk);
             assert_eq!(
                 recs,
-                vec![(1, b"0123".to_vec(), long.len(), decoded), (2, b"ok".to_vec(), 2, 2)],
+                vec![
+                    (1, b"0123".to_vec(), long.len(), decoded),
+                    (2, b"ok".to_vec(), 2, 2)
+                ],
                 "chunk {chunk}"
             );
         }
@@ -378,9 +396,14 @@ mod tests {
         input.extend_from_slice(b"\r\nok");
         let mut r = Reader::new(&input[..], 100, 4);
         let mut b = Batch::default();
-        r.fill(&mut b, 1 << 20, 100).unwrap_or_else(|e| panic!("{e}"));
+        r.fill(&mut b, 1 << 20, 100)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.is_done());
-        assert!(r.buf.len() <= 100 + 1 + 2 * READ_CHUNK, "held {} bytes", r.buf.len());
+        assert!(
+            r.buf.len() <= 100 + 1 + 2 * READ_CHUNK,
+            "held {} bytes",
+            r.buf.len()
+        );
         assert_eq!(
             b.entries[0].kind,
             EntryKind::Unheld {

@@ -143,7 +143,11 @@ impl Summary {
         }
         for w in batch.worst {
             // Earlier batches win ties: they came first in the input.
-            if t.worst.len() < WORST || t.worst.last().is_some_and(|l| w.alloc_bytes > l.alloc_bytes) {
+            if t.worst.len() < WORST
+                || t.worst
+                    .last()
+                    .is_some_and(|l| w.alloc_bytes > l.alloc_bytes)
+            {
                 let at = t.worst.partition_point(|l| l.alloc_bytes >= w.alloc_bytes);
                 t.worst.insert(at, w);
                 t.worst.truncate(WORST);
@@ -247,7 +251,10 @@ impl Summary {
         let mut also = vec![format!("{} empty lines skipped", group(t.empty_lines))];
         also.push(format!("{} rendered in the sandbox", group(t.sandboxed)));
         if t.unchecked > 0 {
-            also.push(format!("{} not checked (sandbox failed)", group(t.unchecked)));
+            also.push(format!(
+                "{} not checked (sandbox failed)",
+                group(t.unchecked)
+            ));
         }
         if self.unreadable > 0 {
             also.push(format!("{} inputs unreadable", group(self.unreadable)));
@@ -272,7 +279,11 @@ impl Summary {
                 group(n)
             )?;
         }
-        let est = if self.loggers_estimated { " (estimated: many loggers)" } else { "" };
+        let est = if self.loggers_estimated {
+            " (estimated: many loggers)"
+        } else {
+            ""
+        };
         writeln!(out, "  loggers with the most rejections{est}")?;
         let top = self.top_loggers();
         if top.is_empty() {
@@ -364,6 +375,7 @@ pub fn size(bytes: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::finding::Finding;
@@ -385,7 +397,12 @@ mod tests {
         let records = [
             (Verdict::Ok, 100, vec![Rule::ControlChars], "a"),
             (Verdict::Rejected, 900, vec![Rule::WidthTooLarge], "chat"),
-            (Verdict::Rejected, 50, vec![Rule::FormatError, Rule::LookupSyntax], "chat"),
+            (
+                Verdict::Rejected,
+                50,
+                vec![Rule::FormatError, Rule::LookupSyntax],
+                "chat",
+            ),
             (Verdict::Crashed, 0, vec![Rule::Crash], "x"),
             (Verdict::Ok, 900, vec![], "a"),
             (Verdict::Ok, 7000, vec![], "a"),
@@ -402,11 +419,23 @@ mod tests {
             merged.merge(p);
         }
         assert_eq!(merged.total.records, 6);
-        assert_eq!((merged.total.ok, merged.total.rejected, merged.total.crashed), (3, 2, 1));
+        assert_eq!(
+            (merged.total.ok, merged.total.rejected, merged.total.crashed),
+            (3, 2, 1)
+        );
         assert_eq!(merged.total.findings, one.findings);
         assert_eq!(merged.top_loggers(), vec![("chat", 2), ("x", 1)]);
-        let worst: Vec<&str> = merged.total.worst.iter().map(|w| w.source.as_str()).collect();
-        assert_eq!(worst, ["f:5", "f:1", "f:4", "f:0", "f:2"], "ties keep input order");
+        let worst: Vec<&str> = merged
+            .total
+            .worst
+            .iter()
+            .map(|w| w.source.as_str())
+            .collect();
+        assert_eq!(
+            worst,
+            ["f:5", "f:1", "f:4", "f:0", "f:2"],
+            "ties keep input order"
+        );
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn longest_digit_run(s: &[u8]) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -148,7 +149,11 @@ mod tests {
             br#"{"msg": "{0:>{1}}", "args": [1, 2], "style": "{"}"#,
             br#"{"msg": "\u0025d", "args": [1]}"#,
         ] {
-            assert!(suspicion(body).is_some(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                suspicion(body).is_some(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         let huge = format!(r#"{{"msg": "%d", "args": [{}]}}"#, "7".repeat(1000));
         assert!(suspicion(huge.as_bytes()).is_some());

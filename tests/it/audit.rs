@@ -28,7 +28,8 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run logfence: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run logfence: {e}"))
 }
 
 fn json_lines(bytes: &[u8]) -> Vec<Json> {
@@ -122,21 +123,34 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
                     rng.gen_range(0..9)
                 ),
             ),
-            800..=859 => ("plain", format!("plain text line {} from {w}: 100% done {{ok}}", rng.gen::<u32>())),
+            800..=859 => (
+                "plain",
+                format!(
+                    "plain text line {} from {w}: 100% done {{ok}}",
+                    rng.gen::<u32>()
+                ),
+            ),
             860..=889 => {
                 let mut b = format!("binary-ish {w} ").into_bytes();
                 b.extend([0xff, 0xfe, 0x00, b'x', 0xe2, 0x82]);
                 b.extend(format!(" {}", rng.gen::<u16>()).into_bytes());
-                out.push(Gen { body: b, kind: "invalid-utf8" });
+                out.push(Gen {
+                    body: b,
+                    kind: "invalid-utf8",
+                });
                 continue;
             }
             890..=929 => (
                 "format-error",
-                format!(r#"{{"msg":"count %d of %s","args":["{w}"],"logger":"{logger}","ts":{ts}}}"#),
+                format!(
+                    r#"{{"msg":"count %d of %s","args":["{w}"],"logger":"{logger}","ts":{ts}}}"#
+                ),
             ),
             930..=944 => (
                 "attribute",
-                format!(r#"{{"msg":"{{0.__class__}} {w}","args":[1],"style":"{{","logger":"{logger}","ts":{ts}}}"#),
+                format!(
+                    r#"{{"msg":"{{0.__class__}} {w}","args":[1],"style":"{{","logger":"{logger}","ts":{ts}}}"#
+                ),
             ),
             945..=949 => (
                 "suspicious",
@@ -147,7 +161,10 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
             ),
             _ => {
                 let (_, body) = &light[rng.gen_range(0..light.len())];
-                out.push(Gen { body: body.clone(), kind: "poison" });
+                out.push(Gen {
+                    body: body.clone(),
+                    kind: "poison",
+                });
                 continue;
             }
         };
@@ -163,7 +180,8 @@ fn generate(n: usize, seed: u64) -> Vec<Gen> {
 /// newline after the last record. Returns each record's line number.
 fn write_capture(path: &Path, records: &[Gen], seed: u64) -> (Vec<u64>, u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}")));
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}")));
     let mut lines = Vec::with_capacity(records.len());
     let mut line = 1;
     let mut empty = 0;
@@ -177,7 +195,11 @@ fn write_capture(path: &Path, records: &[Gen], seed: u64) -> (Vec<u64>, u64) {
         lines.push(line);
         line += 1;
         if i + 1 < records.len() {
-            let _ = out.write_all(if rng.gen_range(0..10) == 0 { b"\r\n" } else { b"\n" });
+            let _ = out.write_all(if rng.gen_range(0..10) == 0 {
+                b"\r\n"
+            } else {
+                b"\n"
+            });
         }
     }
     out.flush().unwrap_or_else(|e| panic!("{e}"));
@@ -188,7 +210,9 @@ fn write_capture(path: &Path, records: &[Gen], seed: u64) -> (Vec<u64>, u64) {
 /// `elapsed_us`; a record without its own `ts` gets the time it was received, so that
 /// part of its line is masked.
 fn comparable(mut report: Json, body: &[u8]) -> Json {
-    let obj = report.as_object_mut().unwrap_or_else(|| panic!("not an object"));
+    let obj = report
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("not an object"));
     obj.remove("source");
     obj.remove("elapsed_us");
     let has_ts = record::decode(body, &Limits::default()).is_ok_and(|r| r.ts.is_some());
@@ -218,7 +242,11 @@ fn short(j: &Json) -> String {
 /// Fails with both reports, each cut to a readable length, when they differ.
 fn assert_same(audit: &Json, single: &Json, what: &str) {
     if audit != single {
-        panic!("{what}:\n  audit:  {}\n  single: {}", short(audit), short(single));
+        panic!(
+            "{what}:\n  audit:  {}\n  single: {}",
+            short(audit),
+            short(single)
+        );
     }
 }
 
@@ -249,12 +277,18 @@ fn check_each_alone(records: &[Gen]) -> Vec<Outcome> {
                         .unwrap_or_else(|e| panic!("{e}"))
                         .with_isolation(true);
                     Pipeline::warm_up_thread();
-                    chunk.iter().map(|r| pipeline.process(&r.body)).collect::<Vec<_>>()
+                    chunk
+                        .iter()
+                        .map(|r| pipeline.process(&r.body))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
         for h in handles {
-            parts.push(h.join().unwrap_or_else(|_| panic!("a checking thread panicked")));
+            parts.push(
+                h.join()
+                    .unwrap_or_else(|_| panic!("a checking thread panicked")),
+            );
         }
     });
     parts.into_iter().flatten().collect()
@@ -271,7 +305,14 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
 
     let started = Instant::now();
     let mut child = logfence()
-        .args(["check", "--ndjson", "--json", "--summary", "--format-timeout", TIMEOUT])
+        .args([
+            "check",
+            "--ndjson",
+            "--json",
+            "--summary",
+            "--format-timeout",
+            TIMEOUT,
+        ])
         .arg(&capture)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -289,7 +330,8 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     let mut mismatches = Vec::new();
     for line in BufReader::with_capacity(1 << 20, stdout).lines() {
         let line = line.unwrap_or_else(|e| panic!("{e}"));
-        let got: Json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"));
+        let got: Json =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"));
         if got.get("summary").is_some() {
             summary = got;
             continue;
@@ -301,7 +343,9 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
             "record {i}"
         );
         let body = &records[i].body;
-        let keep = (i % sample_every == 0 || records[i].kind == "poison" || records[i].kind == "suspicious")
+        let keep = (i % sample_every == 0
+            || records[i].kind == "poison"
+            || records[i].kind == "suspicious")
             .then(|| got.clone());
         let got = comparable(got, body);
         let want = comparable(expected_report(&expected[i]), body);
@@ -329,7 +373,11 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     assert_eq!(i, N, "one report per record; stderr: {stderr}");
-    assert_eq!(status.code(), Some(1), "rejected records, none crashed: {stderr}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "rejected records, none crashed: {stderr}"
+    );
 
     // The summary's counts are the counts of the records checked alone.
     let s = &summary["summary"];
@@ -338,7 +386,10 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     assert_eq!(s["bytes"], size);
     assert_eq!(s["empty_lines"], empty);
     assert_eq!(s["verdicts"]["ok"], count(&|o| o.verdict == Verdict::Ok));
-    assert_eq!(s["verdicts"]["rejected"], count(&|o| o.verdict == Verdict::Rejected));
+    assert_eq!(
+        s["verdicts"]["rejected"],
+        count(&|o| o.verdict == Verdict::Rejected)
+    );
     assert_eq!(s["verdicts"]["crashed"], 0);
     let mut rules: HashMap<String, u64> = HashMap::new();
     for o in &expected {
@@ -348,7 +399,11 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     }
     let got_rules: HashMap<String, u64> = s["findings"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(got_rules, rules);
     assert!(rules.len() >= 14, "the mix reaches most rules: {rules:?}");
@@ -370,7 +425,12 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|l| (l["logger"].as_str().unwrap_or("").to_string(), l["rejections"].as_u64().unwrap_or(0)))
+                .map(|l| {
+                    (
+                        l["logger"].as_str().unwrap_or("").to_string(),
+                        l["rejections"].as_u64().unwrap_or(0),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -391,15 +451,26 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|w| (w["alloc_bytes"].as_u64().unwrap_or(0), w["source"].as_str().unwrap_or("").to_string()))
+                .map(|w| {
+                    (
+                        w["alloc_bytes"].as_u64().unwrap_or(0),
+                        w["source"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
     assert_eq!(got_worst, want_worst);
     let sandboxed = s["sandboxed"].as_u64().unwrap_or(0);
     let suspicious = records.iter().filter(|r| r.kind == "suspicious").count() as u64;
-    assert!(sandboxed >= suspicious, "{sandboxed} sandboxed < {suspicious} suspicious");
-    assert!(sandboxed < N as u64 / 50, "only suspicious records are sandboxed: {sandboxed}");
+    assert!(
+        sandboxed >= suspicious,
+        "{sandboxed} sandboxed < {suspicious} suspicious"
+    );
+    assert!(
+        sandboxed < N as u64 / 50,
+        "only suspicious records are sandboxed: {sandboxed}"
+    );
     eprintln!(
         "audit of {N} records ({size} bytes, debug build): {audit_secs:.1} s with the library's \
          check of each record beside it; {sandboxed} sandboxed; summary {s}"
@@ -412,28 +483,51 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
     let files = dir.path().join("sample");
     std::fs::create_dir(&files).unwrap_or_else(|e| panic!("{e}"));
     let mut seen = std::collections::HashSet::new();
-    let mut picked: Vec<usize> = sample.keys().copied().filter(|i| seen.insert(records[*i].body.clone())).collect();
+    let mut picked: Vec<usize> = sample
+        .keys()
+        .copied()
+        .filter(|i| seen.insert(records[*i].body.clone()))
+        .collect();
     picked.sort();
-    assert!(picked.len() >= 2000, "a sample of {} distinct records", picked.len());
+    assert!(
+        picked.len() >= 2000,
+        "a sample of {} distinct records",
+        picked.len()
+    );
     for (n, i) in picked.iter().enumerate() {
-        std::fs::write(files.join(format!("{n:06}")), &records[*i].body).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(files.join(format!("{n:06}")), &records[*i].body)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
-    let out = run(logfence().args(["check", "--json", "--format-timeout", TIMEOUT]).arg(&files));
+    let out = run(logfence()
+        .args(["check", "--json", "--format-timeout", TIMEOUT])
+        .arg(&files));
     let singles = json_lines(&out.stdout);
-    assert_eq!(singles.len(), picked.len(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        singles.len(),
+        picked.len(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (n, (i, single)) in picked.iter().zip(singles).enumerate() {
-        assert!(single["source"].as_str().is_some_and(|s| s.ends_with(&format!("{n:06}"))));
+        assert!(single["source"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("{n:06}"))));
         let body = &records[*i].body;
         assert_same(
             &comparable(sample[i].clone(), body),
             &comparable(single, body),
-            &format!("record {i} ({}) against check --json of it alone", records[*i].kind),
+            &format!(
+                "record {i} ({}) against check --json of it alone",
+                records[*i].kind
+            ),
         );
     }
     for i in picked.iter().step_by(picked.len() / 25) {
         let file = files.join("one");
         std::fs::write(&file, &records[*i].body).unwrap_or_else(|e| panic!("{e}"));
-        let out = run(logfence().args(["check", "--json", "--format-timeout", TIMEOUT]).arg(&file));
+        let out = run(logfence()
+            .args(["check", "--json", "--format-timeout", TIMEOUT])
+            .arg(&file));
         let single = json_lines(&out.stdout).pop().unwrap_or(Json::Null);
         let body = &records[*i].body;
         assert_same(
@@ -477,7 +571,9 @@ fn audit_reads_bad_input_as_records_never_crashing() {
         }
     }
     std::fs::write(&capture, &bytes).unwrap_or_else(|e| panic!("{e}"));
-    let out = run(logfence().args(["check", "--ndjson", "--json", "--summary"]).arg(&capture));
+    let out = run(logfence()
+        .args(["check", "--ndjson", "--json", "--summary"])
+        .arg(&capture));
     let reports = json_lines(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(reports.len(), 7, "6 records and a summary: {stderr}");
@@ -488,11 +584,20 @@ fn audit_reads_bad_input_as_records_never_crashing() {
         let body = lines[line - 1];
         let file = dir.path().join(format!("one-{n}"));
         std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
-        let single = run(logfence().args(["check", "--json", "--format-timeout", TIMEOUT]).arg(&file));
+        let single = run(logfence()
+            .args(["check", "--json", "--format-timeout", TIMEOUT])
+            .arg(&file));
         let single = json_lines(&single.stdout).pop().unwrap_or(Json::Null);
-        assert_same(&comparable(report.clone(), body), &comparable(single, body), &format!("line {line}"));
+        assert_same(
+            &comparable(report.clone(), body),
+            &comparable(single, body),
+            &format!("line {line}"),
+        );
     }
-    assert_eq!(reports[0]["message"], "crlf 1", "the CR is not part of the record");
+    assert_eq!(
+        reports[0]["message"], "crlf 1",
+        "the CR is not part of the record"
+    );
     assert_eq!(reports[3]["verdict"], "rejected");
     assert_eq!(reports[3]["findings"][0]["rule"], "body-too-large");
     let s = &reports[6]["summary"];
@@ -560,14 +665,13 @@ fn auditing_a_gigabyte_stays_under_32_mib() {
         records += 1;
         small.clear();
         for _ in 0..200 {
-            small.extend_from_slice(format!("{{\"msg\":\"%d\",\"args\":[\"x\"],\"logger\":\"l{k}\"}}\n").as_bytes());
+            small.extend_from_slice(
+                format!("{{\"msg\":\"%d\",\"args\":[\"x\"],\"logger\":\"l{k}\"}}\n").as_bytes(),
+            );
             k += 1;
             records += 1;
         }
         write(&small, &mut written);
-        if records % 50 == 0 {
-            peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-        }
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     }
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
@@ -601,7 +705,9 @@ fn small_capture(dir: &Path) -> PathBuf {
     let path = dir.join("small.ndjson");
     let mut body = String::new();
     for i in 0..3000 {
-        body.push_str(&format!(r#"{{"msg":"hello %s","args":[{i}],"logger":"app"}}"#));
+        body.push_str(&format!(
+            r#"{{"msg":"hello %s","args":[{i}],"logger":"app"}}"#
+        ));
         body.push('\n');
     }
     body.push_str(r#"{"msg":"Over %2400000000d","args":["x"],"logger":"chat"}"#);
@@ -615,7 +721,11 @@ fn the_progress_line_is_drawn_on_a_terminal_and_never_in_a_pipe() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let capture = small_capture(dir.path());
     let piped = run(logfence().args(["check", "--ndjson"]).arg(&capture));
-    assert!(piped.stderr.is_empty(), "stderr in a pipe: {:?}", String::from_utf8_lossy(&piped.stderr));
+    assert!(
+        piped.stderr.is_empty(),
+        "stderr in a pipe: {:?}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     let table = String::from_utf8_lossy(&piped.stdout);
     assert!(table.contains("3,001 records"), "{table}");
     assert!(!table.contains("audit:"), "{table}");
@@ -648,10 +758,19 @@ fn the_progress_line_is_drawn_on_a_terminal_and_never_in_a_pipe() {
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let seen = screen.join().unwrap_or_default();
     let seen = String::from_utf8_lossy(&seen);
-    assert!(seen.contains("audit: "), "no progress line on the terminal: {seen:?}");
-    assert!(seen.contains(" records, "), "the counts are drawn: {seen:?}");
+    assert!(
+        seen.contains("audit: "),
+        "no progress line on the terminal: {seen:?}"
+    );
+    assert!(
+        seen.contains(" records, "),
+        "the counts are drawn: {seen:?}"
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.starts_with("3,001 records"), "the report is untouched: {table}");
+    assert!(
+        table.starts_with("3,001 records"),
+        "the report is untouched: {table}"
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -702,11 +821,15 @@ fn the_human_summary_tells_counts_rules_loggers_and_costliest() {
     assert_eq!(out.status.code(), Some(1));
 
     // --json alone: the records and no summary; --json --summary: one more object.
-    let out = run(logfence().args(["check", "--ndjson", "--json"]).arg(&capture));
+    let out = run(logfence()
+        .args(["check", "--ndjson", "--json"])
+        .arg(&capture));
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 3001);
     assert!(lines.iter().all(|l| l.get("summary").is_none()));
-    let out = run(logfence().args(["check", "--ndjson", "--json", "--summary"]).arg(&capture));
+    let out = run(logfence()
+        .args(["check", "--ndjson", "--json", "--summary"])
+        .arg(&capture));
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 3002);
     assert_eq!(lines[3001]["summary"]["verdicts"]["rejected"], 1);
@@ -719,7 +842,10 @@ fn audit_exit_codes_are_checks() {
     std::fs::write(&ok, "a\nb\n").unwrap_or_else(|e| panic!("{e}"));
     let out = run(logfence().args(["check", "--ndjson"]).arg(&ok));
     assert_eq!(out.status.code(), Some(0));
-    let out = run(logfence().args(["check", "--ndjson"]).arg(&ok).arg(dir.path().join("missing")));
+    let out = run(logfence()
+        .args(["check", "--ndjson"])
+        .arg(&ok)
+        .arg(dir.path().join("missing")));
     assert_eq!(out.status.code(), Some(64), "an unreadable input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
     // From stdin, `source` is `-:LINE`.
@@ -755,7 +881,14 @@ fn a_record_that_panics_in_process_is_sandboxed_and_reported_crashed() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let out = run(logfence()
-        .args(["check", "--ndjson", "--json", "--summary", "--format-timeout", TIMEOUT])
+        .args([
+            "check",
+            "--ndjson",
+            "--json",
+            "--summary",
+            "--format-timeout",
+            TIMEOUT,
+        ])
         .arg(&capture)
         .env("FAILPOINTS", "render-panic=return(POISON-7f3a)"));
     let lines = json_lines(&out.stdout);
