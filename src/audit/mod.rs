@@ -91,7 +91,7 @@ enum Chunk {
     /// An input that could not be read (counted once).
     Unreadable(String),
     /// The batch's counts; the last chunk of a batch.
-    Done(Stats),
+    Done(Box<Stats>),
 }
 
 /// Runs `check --ndjson`; returns the exit status (as `check`'s).
@@ -165,7 +165,7 @@ pub fn run(args: &CheckArgs, out: &mut impl Write, err: &mut impl Write) -> i32 
                         let _ = writeln!(err, "logfence check: {message}");
                     }
                     Chunk::Done(stats) => {
-                        summary.merge(stats);
+                        summary.merge(*stats);
                         progress.update(&summary);
                     }
                 }
@@ -346,7 +346,7 @@ fn check_batch(settings: &Settings, sandbox: &mut Option<Sandbox>, job: Job) {
     if !lines.is_empty() && results.send(Chunk::Json(lines)).is_err() {
         return;
     }
-    let _ = results.send(Chunk::Done(stats));
+    let _ = results.send(Chunk::Done(Box::new(stats)));
 }
 
 /// One held body: in process, or in the sandbox when it is suspicious or panicked here.

@@ -406,7 +406,9 @@ fn audit_of_a_million_mixed_records_agrees_with_checking_each_record_alone() {
         })
         .unwrap_or_default();
     assert_eq!(got_rules, rules);
-    assert!(rules.len() >= 14, "the mix reaches most rules: {rules:?}");
+    // Every rule a record can reach at the default limits but `body-too-large` (its own
+    // test below), `alloc-budget` and the sandbox's `timeout` / `crash`.
+    assert!(rules.len() >= 12, "the mix reaches most rules: {rules:?}");
     // Loggers with the most rejections, by the library's own decoding.
     let mut loggers: HashMap<String, u64> = HashMap::new();
     for (o, r) in expected.iter().zip(&records) {
@@ -678,11 +680,8 @@ fn auditing_a_gigabyte_stays_under_32_mib() {
     drop(stdin);
     // Until it exits, the last batches are still in flight.
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match peak_rss_kib(pid) {
-            Some(kib) => peak = peak.max(kib),
-            None => break,
-        }
+    while let Some(kib) = peak_rss_kib(pid) {
+        peak = peak.max(kib);
         if Instant::now() > deadline {
             break;
         }
