@@ -106,22 +106,26 @@ impl Runner {
     fn run(&mut self, body: &[u8]) -> io::Result<Outcome> {
         match self {
             Runner::InProcess(p) => Ok(p.process(body)),
-            Runner::Sandboxed { sandbox } => {
-                let started = std::time::Instant::now();
-                let run = sandbox.run(body)?;
-                let elapsed_us = started.elapsed().as_micros() as u64;
-                Ok(match run {
-                    Run::Finished(outcome) => outcome,
-                    Run::Crashed(detail) => crashed(Rule::Crash, detail, elapsed_us),
-                    Run::TimedOut(after) => crashed(
-                        Rule::Timeout,
-                        format!("rendering took longer than {}", fmt_duration(after)),
-                        elapsed_us,
-                    ),
-                })
-            }
+            Runner::Sandboxed { sandbox } => run_sandboxed(sandbox, body),
         }
     }
+}
+
+/// The outcome of one record rendered in `sandbox`; a worker death is a `crashed` outcome.
+/// An `Err` means no worker could be started or fed, whatever the record.
+pub fn run_sandboxed(sandbox: &mut Sandbox, body: &[u8]) -> io::Result<Outcome> {
+    let started = std::time::Instant::now();
+    let run = sandbox.run(body)?;
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    Ok(match run {
+        Run::Finished(outcome) => outcome,
+        Run::Crashed(detail) => crashed(Rule::Crash, detail, elapsed_us),
+        Run::TimedOut(after) => crashed(
+            Rule::Timeout,
+            format!("rendering took longer than {}", fmt_duration(after)),
+            elapsed_us,
+        ),
+    })
 }
 
 fn crashed(rule: Rule, detail: String, elapsed_us: u64) -> Outcome {
@@ -182,6 +186,9 @@ pub fn sandbox_for(limits: &Limits, line_format: &str) -> io::Result<Sandbox> {
 
 /// Runs `check`; returns the exit status.
 pub fn run(args: &CheckArgs, out: &mut impl Write, err: &mut impl Write) -> i32 {
+    if args.ndjson {
+        return crate::audit::run(args, out, err);
+    }
     let limits = args.limits.limits();
     let pipeline = match Pipeline::new(limits.clone(), &args.line.line_format) {
         Ok(p) => p,
@@ -290,7 +297,8 @@ impl Tally {
     }
 }
 
-fn write_json(out: &mut impl Write, source: &str, o: &Outcome) -> io::Result<()> {
+/// One record's `--json` report line: every report `check` writes goes through here.
+pub fn write_json(out: &mut impl Write, source: &str, o: &Outcome) -> io::Result<()> {
     let report = Report {
         source,
         verdict: o.verdict,
@@ -300,8 +308,14 @@ fn write_json(out: &mut impl Write, source: &str, o: &Outcome) -> io::Result<()>
         alloc_bytes: o.alloc_bytes,
         elapsed_us: o.elapsed_us,
     };
+    write_json_line(out, &report)
+}
+
+/// One JSON object and its newline: the one place `check` (and its `--ndjson` audit)
+/// turns a report into a line.
+pub fn write_json_line(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
     // One line per record for every line reader: see `line::JsonSafe`.
-    serde_json::to_writer(line::JsonSafe::new(&mut *out), &report).map_err(io::Error::other)?;
+    serde_json::to_writer(line::JsonSafe::new(&mut *out), value).map_err(io::Error::other)?;
     out.write_all(b"\n")
 }
 

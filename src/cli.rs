@@ -110,8 +110,17 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// Render in this process instead of a sandboxed child (faster; a crash is fatal).
+    /// With --ndjson: suspicious records too are checked in process.
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Audit a capture: every line of every FILE is one record body (`source` FILE:LINE);
+    /// checked in process on every core, suspicious records in the sandbox, streaming.
+    #[arg(long)]
+    pub ndjson: bool,
+    /// With --ndjson: end with a summary (records, verdicts, findings per rule, loggers,
+    /// costliest records, rate); the default without --json, one JSON object with it.
+    #[arg(long, requires = "ndjson")]
+    pub summary: bool,
     /// Record files (one record body each), directories (every regular file, by name), or `-`.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,

@@ -167,9 +167,12 @@ const SCRATCH_KEEP: usize = 2048;
 /// records do not pay its growth.
 const SCRATCH_START: usize = 512;
 
+/// Open containers the scratch stack has room for from the start.
+const SCRATCH_FRAMES: usize = 16;
+
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch {
-        frames: Vec::with_capacity(16),
+        frames: Vec::with_capacity(SCRATCH_FRAMES),
         values: Vec::with_capacity(SCRATCH_START),
         keys: Vec::with_capacity(SCRATCH_START / 8),
     });
@@ -179,6 +182,25 @@ thread_local! {
 /// that their one-time cost is not charged to the first record parsed here.
 pub fn warm_up() {
     let _ = SCRATCH.try_with(|_| ());
+}
+
+/// Puts this thread's scratch stacks back as a new thread has them, when a record grew or
+/// dropped them: the next record then allocates exactly what it would as the first one
+/// parsed here (see `Pipeline::with_isolation`). Costs nothing when they are as new.
+pub fn reset_scratch() {
+    let _ = SCRATCH.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.frames.capacity() != SCRATCH_FRAMES {
+                s.frames = Vec::with_capacity(SCRATCH_FRAMES);
+            }
+            if s.values.capacity() != SCRATCH_START {
+                s.values = Vec::with_capacity(SCRATCH_START);
+            }
+            if s.keys.capacity() != SCRATCH_START / 8 {
+                s.keys = Vec::with_capacity(SCRATCH_START / 8);
+            }
+        }
+    });
 }
 
 impl Drop for Parser<'_> {

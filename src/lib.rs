@@ -17,6 +17,7 @@
 //! - [`faults`]: failpoints in the render path for fault-injection tests (feature-gated).
 //! - [`sandbox`]: a long-lived child worker under rlimits that renders suspects.
 //! - [`check`]: the `check` subcommand: read, run, report.
+//! - [`audit`]: `check --ndjson`: a capture audited line by line, streaming, on every core.
 //! - [`cli`]: clap types; raw flags -> settings (each command validates its own).
 //! - [`consume`]: the `consume` subcommand: settings, runtime, exit status.
 //! - [`amqp`]: the consumer: connect and reconnect, topology, the loop, settle, dead-letter.
@@ -31,6 +32,7 @@
 
 pub mod alloc;
 pub mod amqp;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -23,14 +23,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check(args) => {
-            let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
+            // stderr is not held locked: the progress line of an audit draws on it from its own thread.
+            let status = check::run(&args, &mut io::stdout().lock(), &mut io::stderr());
             ExitCode::from(status as u8)
         }
         Command::Consume(args) => ExitCode::from(consume::run(&args)),
         Command::Dlq(command) => ExitCode::from(dlq::run(&command)),
         Command::SandboxWorker(args) => {
             let pipeline = match Pipeline::new(args.limits.limits(), &args.line.line_format) {
-                Ok(p) => p,
+                // Each record measured on its own, whatever the worker rendered before it.
+                Ok(p) => p.with_isolation(true),
                 Err(e) => {
                     eprintln!("logfence sandbox worker: --line-format: {e}");
                     return ExitCode::from(64);

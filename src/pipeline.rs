@@ -94,6 +94,29 @@ pub struct Pipeline {
     /// Read jemalloc's per-thread counter around each record (always, but for the
     /// benchmark that measures what the reading costs).
     account_alloc: bool,
+    /// Measure each record as the first one a new thread sees: the thread's template
+    /// caches and parser scratch are put back as new before it, so `alloc_bytes` is the
+    /// record's own whatever came before it on this thread.
+    isolated: bool,
+}
+
+/// A body too large to be held whole (a line of a capture over `--max-body-bytes`): what
+/// its report needs without it.
+#[derive(Clone, Copy, Debug)]
+pub struct Unheld<'a> {
+    /// Its first bytes: at least the first `--max-output-bytes` + 4, or all of it.
+    pub head: &'a [u8],
+    /// Its length in bytes.
+    pub len: usize,
+    /// Its length once decoded lossily (each invalid sequence a 3-byte U+FFFD).
+    pub decoded_len: usize,
+}
+
+/// The bytes of a body that the line needs: all of it, or a head and two lengths.
+#[derive(Clone, Copy, Debug)]
+enum BodyView<'a> {
+    Whole(&'a [u8]),
+    Head(Unheld<'a>),
 }
 
 /// What the measured section produced, before the line is laid out.
@@ -117,6 +140,7 @@ impl Pipeline {
             line: LineTemplate::new(line_format)?,
             output: OutputFormat::Text,
             account_alloc: true,
+            isolated: false,
         })
     }
 
@@ -132,6 +156,24 @@ impl Pipeline {
         self
     }
 
+    /// Measures every record as if it were the first on a new thread (see the field). The
+    /// price is a template parse per record; what it buys is an `alloc_bytes` that does not
+    /// depend on which records a thread happened to see before, so it is the same in a
+    /// one-record `check`, a sandbox worker's hundredth record and a parallel audit.
+    pub fn with_isolation(mut self, on: bool) -> Pipeline {
+        self.isolated = on;
+        self
+    }
+
+    /// Sets up the calling thread's lazily built state (parser scratch, the detector's
+    /// regex cache) so its one-time cost is never charged to a record. `new` does it for
+    /// the thread that builds the pipeline; a thread that processes records with a shared
+    /// pipeline calls it once first.
+    pub fn warm_up_thread() {
+        detect::warm_up();
+        json::warm_up();
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -143,14 +185,69 @@ impl Pipeline {
 
     /// Processes one body; `received` stands in for a missing or unparseable `ts`.
     pub fn process_at(&self, body: &[u8], received: DateTime<Utc>) -> Outcome {
+        if self.isolated {
+            format::reset_thread_caches();
+            json::reset_scratch();
+        }
         let started = Instant::now();
-        let (mut evaluated, alloc_bytes) = if self.account_alloc {
+        let (evaluated, alloc_bytes) = if self.account_alloc {
             let (e, bytes) = alloc::measure(|| self.evaluate(body));
             (e, Some(bytes))
         } else {
             (self.evaluate(body), None)
         };
         let elapsed_us = started.elapsed().as_micros() as u64;
+        self.finish(
+            evaluated,
+            alloc_bytes,
+            elapsed_us,
+            BodyView::Whole(body),
+            received,
+        )
+    }
+
+    /// The outcome of a body that was too large to hold: exactly what [`Pipeline::process`]
+    /// gives for the whole body (a `body-too-large` record whose fallback line shows its
+    /// head), from its head and lengths.
+    pub fn process_unheld(&self, body: Unheld<'_>) -> Outcome {
+        let started = Instant::now();
+        let limit = self.limits.max_body_bytes;
+        let evaluate = || {
+            let reject = DecodeReject::BodyTooLarge {
+                len: body.len,
+                limit,
+            };
+            Evaluated {
+                message: Err(reject.to_finding()),
+                record: Err(reject),
+                warnings: Vec::new(),
+            }
+        };
+        let (evaluated, alloc_bytes) = if self.account_alloc {
+            let (e, bytes) = alloc::measure(evaluate);
+            (e, Some(bytes))
+        } else {
+            (evaluate(), None)
+        };
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        self.finish(
+            evaluated,
+            alloc_bytes,
+            elapsed_us,
+            BodyView::Head(body),
+            Utc::now(),
+        )
+    }
+
+    /// The budget's safety net, the line, and the outcome of an evaluated record.
+    fn finish(
+        &self,
+        mut evaluated: Evaluated<'_>,
+        alloc_bytes: Option<u64>,
+        elapsed_us: u64,
+        body: BodyView<'_>,
+        received: DateTime<Utc>,
+    ) -> Outcome {
         if evaluated.message.is_ok() && alloc_bytes.is_some_and(|b| b > self.limits.alloc_budget) {
             // The safety net: the formatter's own bounds should make this unreachable.
             evaluated.message = Err(Finding::new(
@@ -242,7 +339,7 @@ impl Pipeline {
     }
 
     /// The line for an evaluated record: its message, or its marked fallback.
-    fn line_for(&self, e: &Evaluated<'_>, body: &[u8], received: DateTime<Utc>) -> String {
+    fn line_for(&self, e: &Evaluated<'_>, body: BodyView<'_>, received: DateTime<Utc>) -> String {
         let limit = self.limits.max_output_bytes;
         let (record, fallback) = match (&e.record, &e.message) {
             (Ok(r), Ok(_)) => (Some(r), None),
@@ -293,17 +390,31 @@ impl Pipeline {
 /// The fallback message of a body that was not parsed: the body, decoded lossily, stands
 /// in for the template. Only the part that can appear is decoded, so a 1 GiB body costs
 /// what its first `limit` bytes cost; the cut is still counted in decoded bytes.
-fn unparsed_fallback(rule: Rule, body: &[u8], limit: usize) -> String {
-    let head = &body[..body.len().min(limit.saturating_add(4))];
+fn unparsed_fallback(rule: Rule, body: BodyView<'_>, limit: usize) -> String {
+    let (bytes, len) = match body {
+        BodyView::Whole(b) => (b, b.len()),
+        BodyView::Head(u) => (u.head, u.len),
+    };
+    let head = &bytes[..bytes.len().min(len).min(limit.saturating_add(4))];
     let text = String::from_utf8_lossy(head);
-    if head.len() == body.len() {
+    if head.len() == len {
         return line::fallback_message(rule, &text, None, limit);
     }
     // Each raw byte decodes to at least one byte, so the first `limit` decoded bytes of
     // the head are the first `limit` decoded bytes of the whole body.
     let kept = cut(&text, limit);
-    let total: usize = body
-        .utf8_chunks()
+    let total = match body {
+        BodyView::Whole(b) => lossy_len(b),
+        BodyView::Head(u) => u.decoded_len,
+    };
+    let mut message = line::fallback_message(rule, &kept, None, usize::MAX);
+    message.push_str(&format!("…[truncated {} bytes]", total - kept.len()));
+    message
+}
+
+/// The length of `body` decoded lossily: each invalid sequence becomes one U+FFFD.
+pub fn lossy_len(body: &[u8]) -> usize {
+    body.utf8_chunks()
         .map(|c| {
             c.valid().len()
                 + if c.invalid().is_empty() {
@@ -312,10 +423,7 @@ fn unparsed_fallback(rule: Rule, body: &[u8], limit: usize) -> String {
                     '\u{FFFD}'.len_utf8()
                 }
         })
-        .sum();
-    let mut message = line::fallback_message(rule, &kept, None, usize::MAX);
-    message.push_str(&format!("…[truncated {} bytes]", total - kept.len()));
-    message
+        .sum()
 }
 
 /// The first `limit` bytes of `s`, at a character boundary.

@@ -370,6 +370,23 @@ thread_local! {
         RefCell::new(TemplateCache::new(cache::DEFAULT_MAX_ENTRIES, cache::DEFAULT_MAX_BYTES));
 }
 
+/// Empties this thread's template caches, so the next record parses (and caches) its
+/// template as the first record of a new thread would (see `Pipeline::with_isolation`).
+/// Costs nothing when they are empty.
+pub fn reset_thread_caches() {
+    fn reset<T>(cache: &'static std::thread::LocalKey<RefCell<TemplateCache<Box<str>, T>>>) {
+        let _ = cache.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if !c.is_empty() {
+                    *c = TemplateCache::new(cache::DEFAULT_MAX_ENTRIES, cache::DEFAULT_MAX_BYTES);
+                }
+            }
+        });
+    }
+    reset(&PERCENT_CACHE);
+    reset(&BRACE_CACHE);
+}
+
 /// Renders like [`render`], reusing this thread's parsed form of `msg` when it has one.
 /// Templates repeat and args change: parsing once per template is most of the saving.
 pub fn render_cached(

@@ -1,3 +1,4 @@
+mod audit;
 mod broker;
 mod brokers;
 mod check_cli;
