@@ -126,8 +126,11 @@ pub fn run(args: &ConsumeArgs) -> u8 {
         }
     };
     serve_telemetry(settings.metrics_addr);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the consume path: the loop, lapin's internal tasks and the memory gate's
+    // timer. What blocks has threads of its own (lapin's IO loop, telemetry, the sandbox, a
+    // blocking sink write), so workers would only add hand-offs between threads: measured,
+    // those futex waits and wake-ups cost more than everything the loop does.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .thread_name("logfence-rt")
         .enable_all()
         .build()
