@@ -22,6 +22,8 @@
 //! directory (`e2e-venv`, `pip install pika==1.3.2`) unless `LOGFENCE_E2E_PYTHON` names a
 //! python that has it; if neither works the bench fails and says why.
 //!
+//! `LOGFENCE_E2E_BIN` measures another `logfence` binary than the one built with the bench.
+//!
 //! Each clock starts before its process is spawned, so it includes connecting (and
 //! logfence's process start and sandbox setup), and stops when the raw side has sent its
 //! last ack, or when the sink file holds all N lines (logfence, pika).
@@ -448,10 +450,18 @@ impl Drop for Reaper {
     }
 }
 
+/// The binary measured: `LOGFENCE_E2E_BIN` when set (say, a release build measured from a
+/// quicker debug build of this bench), else the one cargo built with this bench.
+fn logfence_bin() -> PathBuf {
+    std::env::var_os("LOGFENCE_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_logfence")))
+}
+
 /// `logfence consume` at its default flags on `queue`, to a file sink in `dir`.
 fn spawn_logfence(queue: &str, dir: &Path, sink: &Path) -> Result<Reaper> {
     let stderr = File::create(dir.join("stderr.log"))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_logfence"))
+    let child = Command::new(logfence_bin())
         .args(["consume", "--queue", queue, "--queue-type", "classic"])
         .arg("--sink")
         .arg(format!("file:{}", sink.display()))
