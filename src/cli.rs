@@ -152,7 +152,7 @@ pub struct ConsumeArgs {
     /// The shape of each line: the escaped `--line-format` text, or one JSON object.
     #[arg(long, env = "LOGFENCE_OUTPUT", value_enum, default_value_t = crate::consume::Output::Text)]
     pub output: crate::consume::Output,
-    /// Unacked deliveries the broker may send ahead (default: 200, lowered to fit the memory cap).
+    /// Unacked deliveries the broker may send ahead (default: 1000, lowered to fit the memory cap).
     #[arg(long, env = "LOGFENCE_PREFETCH", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: Option<u16>,
     /// The delivery whose number reaches this is dead-lettered (`delivery-limit`) unrendered.

@@ -126,8 +126,14 @@ pub fn run(args: &ConsumeArgs) -> u8 {
         }
     };
     serve_telemetry(settings.metrics_addr);
+    // The loop runs on this thread (`block_on`); one worker runs lapin's internal tasks and
+    // the timers and, idle most of the time, drives the IO reactor, which lapin's IO thread
+    // waits on for socket readiness. With no worker (a current-thread runtime) only the loop's
+    // thread drives that reactor, so the socket is not read while a batch is rendered: large
+    // records then crawl. More workers only add hand-offs (futex waits and wake-ups, which
+    // the profile showed costing more than everything the loop does).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("logfence-rt")
         .enable_all()
         .build()

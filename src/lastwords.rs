@@ -33,7 +33,7 @@ use memmap2::MmapRaw;
 /// The file name inside `--state-dir`.
 pub const FILE_NAME: &str = "lastwords";
 
-/// Slots by default: well above the default prefetch (200); a delivery that finds every slot
+/// Slots by default: above the default prefetch (1000); a delivery that finds every slot
 /// busy is still processed, only not recorded.
 pub const DEFAULT_SLOTS: usize = 1024;
 

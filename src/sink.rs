@@ -20,9 +20,11 @@
 //! stdout and file lines get a trailing `\n`; an amqp message is the line alone.
 //!
 //! Cancellation: a `write` future dropped half-way (shutdown, timeout) leaves the sink usable.
-//! For stdout and file the whole batch is written by one blocking task that runs to the end
-//! even if its caller is gone, and the next `write` waits for it first, so two batches never
-//! interleave and a line is never torn. Lines of a cancelled write may be on the sink without
+//! A regular file without fsync (and `/dev/null`) is written on the caller's thread, at once:
+//! such a write only copies into the page cache, so there is nothing to wait for and nothing
+//! to cancel. Otherwise (stdout, a FIFO or device, fsync) the whole batch is written by one
+//! blocking task that runs to the end even if its caller is gone, and the next `write` waits
+//! for it first, so two batches never interleave and a line is never torn. Lines of a cancelled write may be on the sink without
 //! having been acked: at-least-once allows that duplicate, never a loss.
 
 use std::fs::File;
@@ -275,10 +277,14 @@ fn open_file(path: PathBuf, fsync: bool) -> Result<Target, SinkError> {
             return Err(SinkError::Open { path, source });
         }
     }
+    // A write(2) to a regular file without fsync only copies into the page cache, and one to
+    // /dev/null does nothing: neither can block for long, so neither needs a thread of its own.
+    let inline = (regular && !fsync) || path == Path::new("/dev/null");
     Ok(Target::File {
         file: Arc::new(file),
         path,
         fsync,
+        inline,
     })
 }
 
@@ -302,6 +308,8 @@ enum Target {
         path: PathBuf,
         /// fsync each batch: asked for, and the file is a regular file.
         fsync: bool,
+        /// Written on the caller's thread: the write cannot block for long (see `open_file`).
+        inline: bool,
     },
 }
 
@@ -315,7 +323,9 @@ impl Target {
                     .and_then(|()| out.flush())
                     .map_err(SinkError::Stdout)
             }
-            Target::File { file, path, fsync } => {
+            Target::File {
+                file, path, fsync, ..
+            } => {
                 let mut f: &File = file;
                 f.write_all(bytes)
                     .and_then(|()| if *fsync { file.sync_data() } else { Ok(()) })
@@ -376,6 +386,14 @@ impl LocalWriter {
         for line in lines {
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
+        }
+        if let Target::File { inline: true, .. } = self.target {
+            // No hop to a blocking thread and back per batch; nothing to cancel half-way.
+            let result = self.target.write_durably(&buf);
+            if buf.capacity() <= KEEP_BUFFER_BYTES {
+                self.spare = buf;
+            }
+            return result;
         }
         let target = self.target.clone();
         let task = self.pending.insert(tokio::task::spawn_blocking(move || {

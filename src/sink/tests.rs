@@ -174,7 +174,8 @@ async fn file_sink_write_failure_is_an_error_not_a_silent_loss() {
 async fn a_cancelled_write_finishes_before_the_next_batch_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("out.log");
-    let mut sink = Sink::open(&SinkSpec::File(path.clone()), false, None)
+    // fsync: the write goes to a blocking task (a plain file would be written inline).
+    let mut sink = Sink::open(&SinkSpec::File(path.clone()), true, None)
         .await
         .expect("open");
     let first = lines(0..50_000);
@@ -374,4 +375,49 @@ async fn amqp_sink_publishes_persistent_confirmed_messages_and_refuses_unroutabl
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[tokio::test]
+async fn file_sink_writes_inline_only_where_a_write_cannot_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inline_of = |sink: &Sink| match &sink.inner {
+        Inner::Local(LocalWriter {
+            target: Target::File { inline, .. },
+            ..
+        }) => Some(*inline),
+        _ => None,
+    };
+    let path = dir.path().join("plain");
+    let mut plain = Sink::open(&SinkSpec::File(path.clone()), false, None)
+        .await
+        .expect("open");
+    assert_eq!(
+        inline_of(&plain),
+        Some(true),
+        "a regular file without fsync"
+    );
+    plain.write(&lines(0..3)).await.expect("write");
+    assert_eq!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count(),
+        3
+    );
+    let synced = Sink::open(&SinkSpec::File(dir.path().join("synced")), true, None)
+        .await
+        .expect("open");
+    assert_eq!(
+        inline_of(&synced),
+        Some(false),
+        "fsync goes to a blocking thread"
+    );
+    let null = Sink::open(&SinkSpec::File("/dev/null".into()), false, None)
+        .await
+        .expect("open /dev/null");
+    assert_eq!(inline_of(&null), Some(true), "/dev/null");
+    let stdout = Sink::open(&SinkSpec::Stdout, false, None)
+        .await
+        .expect("open stdout");
+    assert_eq!(inline_of(&stdout), None, "stdout may be a pipe that blocks");
 }
