@@ -387,8 +387,10 @@ fn consume_sigterm_drain_hands_back_with_the_uncounted_verb() {
         );
         for ((delivery, acquired), n) in &counts {
             if v.counts_nack() {
+                // Counted at least once; a message nacked before the consumer's cancel took
+                // effect can come back to it and be nacked again (counted twice on <= 4.2).
                 assert!(
-                    matches!(delivery, None | Some(1)),
+                    !matches!(delivery, Some(0)),
                     "{v}: {n} left with x-delivery-count {delivery:?}"
                 );
             } else {

@@ -316,6 +316,15 @@ fn metrics_and_healthz_answer_while_the_consumer_is_flooded() {
         &["--queue-type", "classic", "--prefetch", "1000"],
     );
     let addr = metrics_addr(&consumer);
+    // Start-up (connecting, declaring) is not what this test is about: from the moment
+    // the consumer is consuming, every probe must answer 200.
+    assert!(
+        wait_until(Duration::from_secs(30), || matches!(
+            get(addr, "/readyz", Duration::from_secs(1)),
+            Ok((200, _))
+        )),
+        "the consumer never became ready"
+    );
     // Scrape and probe back to back until the flood is through; each must answer within
     // a second. The point is that they answer at all while both cores are busy.
     let (mut asked, mut during_flood, mut failures) = (0, 0, Vec::new());
